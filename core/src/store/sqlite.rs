@@ -1,0 +1,626 @@
+//! The SQLite store: WAL mode, `synchronous = FULL`, one writer connection used by the persister
+//! thread and a small pool of reader connections.
+//!
+//! Times are stored as integer milliseconds since the Unix epoch (UTC), which keeps range
+//! queries and analytics cheap. The schema version lives in `PRAGMA user_version`; `migrate`
+//! brings any older file up to date, and a file from a newer tds is refused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
+
+use super::{
+    AttemptRecord, EnvironmentRecord, HistoryQuery, Page, ReleaseRecord, Store, TransitionRecord, Write, WriteOutcome,
+};
+use crate::clock::{from_ms, to_ms};
+use crate::error::StoreError;
+use crate::model::{
+    ArtifactInfo, ArtifactKind, Deployment, DeploymentId, Phase, Priority, Status, StatusKind, StepRef,
+};
+
+/// The schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY NOT NULL,
+    environment TEXT NOT NULL,
+    version TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    phase TEXT,
+    step_index INTEGER,
+    step_total INTEGER,
+    step_name TEXT,
+    attempt INTEGER NOT NULL,
+    retry_count INTEGER NOT NULL,
+    max_retries INTEGER NOT NULL,
+    artifact_name TEXT NOT NULL,
+    artifact_size INTEGER NOT NULL,
+    artifact_sha256 TEXT NOT NULL,
+    artifact_kind TEXT NOT NULL,
+    params TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT,
+    error TEXT,
+    enqueued_at INTEGER,
+    attempt_started_at INTEGER,
+    next_retry_at INTEGER,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    duration_ms INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX deployments_by_created ON deployments (created_at DESC, id DESC);
+CREATE INDEX deployments_by_env_created ON deployments (environment, created_at DESC, id DESC);
+CREATE INDEX deployments_by_status ON deployments (status, created_at DESC);
+CREATE INDEX deployments_by_finished ON deployments (finished_at) WHERE finished_at IS NOT NULL;
+
+CREATE TABLE attempts (
+    deployment_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    queued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    outcome TEXT,
+    error TEXT,
+    duration_ms INTEGER,
+    PRIMARY KEY (deployment_id, attempt)
+) WITHOUT ROWID;
+CREATE INDEX attempts_by_started ON attempts (started_at);
+
+CREATE TABLE transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    phase TEXT,
+    message TEXT
+);
+CREATE INDEX transitions_by_deployment ON transitions (deployment_id, seq);
+
+CREATE TABLE environments (
+    name TEXT PRIMARY KEY NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    limit_override INTEGER
+);
+
+CREATE TABLE releases (
+    environment TEXT NOT NULL,
+    name TEXT NOT NULL,
+    deployment_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    succeeded_at INTEGER NOT NULL,
+    PRIMARY KEY (environment, name)
+) WITHOUT ROWID;
+";
+
+/// Migrations from version `i` to `i + 1`, in order.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+const DEPLOYMENT_COLUMNS: &str = "id, environment, version, priority, status, phase, step_index, step_total, \
+    step_name, attempt, retry_count, max_retries, artifact_name, artifact_size, artifact_sha256, artifact_kind, \
+    params, requested_by, error, enqueued_at, attempt_started_at, next_retry_at, created_at, started_at, \
+    finished_at, duration_ms, cancel_requested";
+
+/// The embedded store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn unusable(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::Unusable { path: path.to_owned(), message: message.into() }
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| unusable(path, e.to_string()))?;
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+        .map_err(|e| unusable(path, e.to_string()))
+}
+
+impl SqliteStore {
+    /// Opens or creates the store at `path` and migrates it. A file that is not a readable
+    /// tds store (corrupt, foreign, from a newer tds) is an error, never silently replaced.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| unusable(path, format!("cannot create its folder: {e}")))?;
+        }
+        let conn = Connection::open(path).map_err(|e| unusable(path, e.to_string()))?;
+        configure(&conn, path)?;
+        let version: i64 =
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| unusable(path, e.to_string()))?;
+        // Touch the schema so that a corrupt or foreign file fails here, not later.
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| unusable(path, e.to_string()))?;
+        if version == 0 && tables > 0 {
+            return Err(unusable(path, "the file holds tables but no tds schema version"));
+        }
+        if version > SCHEMA_VERSION {
+            return Err(unusable(
+                path,
+                format!("it was written by a newer tds (schema {version}; this build knows {SCHEMA_VERSION})"),
+            ));
+        }
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| unusable(path, e.to_string()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(unusable(path, format!("cannot switch to WAL mode (got {mode})")));
+        }
+        Self::migrate(&conn, version, path)?;
+        Ok(Self { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) })
+    }
+
+    fn migrate(conn: &Connection, from: i64, path: &Path) -> Result<(), StoreError> {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(from).unwrap_or(usize::MAX)) {
+            let to = i as i64 + 1;
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {to}; COMMIT;"))
+                .map_err(|e| unusable(path, format!("migration to schema {to} failed: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(StoreError::sqlite("open reader"))?;
+                configure(&c, &self.path)?;
+                c
+            }
+        };
+        let result = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        result
+    }
+}
+
+fn opt_ms(t: Option<chrono::DateTime<chrono::Utc>>) -> Option<i64> {
+    t.map(to_ms)
+}
+
+fn invalid(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("invalid {what} '{value}' in store").into(),
+    )
+}
+
+fn deployment_from_row(row: &Row<'_>) -> rusqlite::Result<Deployment> {
+    let id_text: String = row.get(0)?;
+    let id: DeploymentId = id_text.parse().map_err(|_| invalid("id", &id_text))?;
+    let priority_text: String = row.get(3)?;
+    let status_text: String = row.get(4)?;
+    let phase_text: Option<String> = row.get(5)?;
+    let kind_text: String = row.get(15)?;
+    let params_text: String = row.get(16)?;
+    let error: Option<String> = row.get(18)?;
+    let enqueued_at: Option<i64> = row.get(19)?;
+    let attempt_started_at: Option<i64> = row.get(20)?;
+    let next_retry_at: Option<i64> = row.get(21)?;
+    let created_at: i64 = row.get(22)?;
+    let finished_at: Option<i64> = row.get(24)?;
+    let status_kind: StatusKind = status_text.parse().map_err(|_| invalid("status", &status_text))?;
+    let finished = from_ms(finished_at.unwrap_or(created_at));
+    let reason = error.clone().unwrap_or_default();
+    let status = match status_kind {
+        StatusKind::Queued => Status::Queued { enqueued_at: from_ms(enqueued_at.unwrap_or(created_at)) },
+        StatusKind::Running => {
+            let phase = match phase_text.as_deref() {
+                Some(p) => p.parse().map_err(|_| invalid("phase", p))?,
+                None => Phase::Prepare,
+            };
+            let step = match (
+                row.get::<_, Option<u32>>(6)?,
+                row.get::<_, Option<u32>>(7)?,
+                row.get::<_, Option<String>>(8)?,
+            ) {
+                (Some(index), Some(total), Some(name)) => Some(StepRef { index, total, name }),
+                _ => None,
+            };
+            Status::Running { attempt_started_at: from_ms(attempt_started_at.unwrap_or(created_at)), phase, step }
+        }
+        StatusKind::RollingBack => {
+            Status::RollingBack { attempt_started_at: from_ms(attempt_started_at.unwrap_or(created_at)) }
+        }
+        StatusKind::RetryWait => Status::RetryWait { until: from_ms(next_retry_at.unwrap_or(created_at)) },
+        StatusKind::Succeeded => Status::Succeeded { finished_at: finished },
+        StatusKind::Failed => Status::Failed { finished_at: finished, reason },
+        StatusKind::Cancelled => Status::Cancelled { finished_at: finished, reason },
+    };
+    let params: BTreeMap<String, String> =
+        serde_json::from_str(&params_text).map_err(|_| invalid("params", &params_text))?;
+    Ok(Deployment {
+        id,
+        environment: row.get(1)?,
+        version: row.get(2)?,
+        priority: priority_text.parse::<Priority>().map_err(|_| invalid("priority", &priority_text))?,
+        params,
+        artifact: ArtifactInfo {
+            name: row.get(12)?,
+            size: row.get::<_, i64>(13)? as u64,
+            sha256: row.get(14)?,
+            kind: ArtifactKind::parse(&kind_text),
+        },
+        requested_by: row.get(17)?,
+        created_at: from_ms(created_at),
+        attempt: row.get(9)?,
+        retry_count: row.get(10)?,
+        max_retries: row.get(11)?,
+        started_at: row.get::<_, Option<i64>>(23)?.map(from_ms),
+        duration_ms: row.get::<_, Option<i64>>(25)?.map(|v| v.max(0) as u64),
+        last_error: error,
+        status,
+        cancel_requested: row.get(26)?,
+        wait_reason: None,
+    })
+}
+
+/// The column values of a deployment, in `DEPLOYMENT_COLUMNS` order (without idempotency).
+fn deployment_values(d: &Deployment) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value;
+    let text = |s: &str| Value::Text(s.to_owned());
+    let opt_text = |s: Option<&str>| s.map_or(Value::Null, |s| Value::Text(s.to_owned()));
+    let opt_int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+    let (phase, step, enqueued_at, attempt_started_at, next_retry_at, error) = match &d.status {
+        Status::Queued { enqueued_at } => (None, None, Some(*enqueued_at), None, None, d.last_error.clone()),
+        Status::Running { attempt_started_at, phase, step } => {
+            (Some(*phase), step.clone(), None, Some(*attempt_started_at), None, d.last_error.clone())
+        }
+        Status::RollingBack { attempt_started_at } => {
+            (Some(Phase::Rollback), None, None, Some(*attempt_started_at), None, d.last_error.clone())
+        }
+        Status::RetryWait { until } => (None, None, None, None, Some(*until), d.last_error.clone()),
+        Status::Succeeded { .. } => (None, None, None, None, None, None),
+        Status::Failed { reason, .. } | Status::Cancelled { reason, .. } => {
+            (None, None, None, None, None, Some(reason.clone()))
+        }
+    };
+    vec![
+        text(&d.id.to_string()),
+        text(&d.environment),
+        text(&d.version),
+        text(d.priority.as_str()),
+        text(d.status.kind().as_str()),
+        opt_text(phase.map(Phase::as_str)),
+        opt_int(step.as_ref().map(|s| i64::from(s.index))),
+        opt_int(step.as_ref().map(|s| i64::from(s.total))),
+        opt_text(step.as_ref().map(|s| s.name.as_str())),
+        Value::Integer(i64::from(d.attempt)),
+        Value::Integer(i64::from(d.retry_count)),
+        Value::Integer(i64::from(d.max_retries)),
+        text(&d.artifact.name),
+        Value::Integer(d.artifact.size as i64),
+        text(&d.artifact.sha256),
+        text(d.artifact.kind().as_str()),
+        text(&serde_json::to_string(&d.params).unwrap_or_else(|_| "{}".into())),
+        text(&d.requested_by),
+        opt_text(error.as_deref()),
+        opt_int(opt_ms(enqueued_at)),
+        opt_int(opt_ms(attempt_started_at)),
+        opt_int(opt_ms(next_retry_at)),
+        Value::Integer(to_ms(d.created_at)),
+        opt_int(opt_ms(d.started_at)),
+        opt_int(opt_ms(d.status.finished_at())),
+        opt_int(d.duration_ms.map(|v| v as i64)),
+        Value::Integer(i64::from(d.cancel_requested)),
+    ]
+}
+
+fn apply_one(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<WriteOutcome, StoreError> {
+    match write {
+        Write::Insert { deployment, idempotency } => {
+            if let Some(key) = idempotency {
+                let existing: Option<(String, Option<String>)> = tx
+                    .prepare_cached("SELECT id, request_hash FROM deployments WHERE idempotency_key = ?1")
+                    .and_then(|mut s| s.query_row([&key.key], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+                    .map_err(StoreError::sqlite("look up idempotency key"))?;
+                if let Some((id, hash)) = existing {
+                    let id = id.parse().map_err(|_| StoreError::Invalid(format!("bad id {id}")))?;
+                    return Ok(WriteOutcome::Existing { id, same_request: hash.as_deref() == Some(&key.fingerprint) });
+                }
+            }
+            let mut values = deployment_values(deployment);
+            values.push(idempotency.as_ref().map_or(rusqlite::types::Value::Null, |k| k.key.clone().into()));
+            values.push(idempotency.as_ref().map_or(rusqlite::types::Value::Null, |k| k.fingerprint.clone().into()));
+            let placeholders = (1..=values.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "INSERT INTO deployments ({DEPLOYMENT_COLUMNS}, idempotency_key, request_hash) VALUES ({placeholders})"
+            );
+            tx.prepare_cached(&sql)
+                .and_then(|mut s| s.execute(params_from_iter(values)))
+                .map_err(StoreError::sqlite("insert deployment"))?;
+        }
+        Write::Update(deployment) => {
+            let values = deployment_values(deployment);
+            let sets = DEPLOYMENT_COLUMNS
+                .split(", ")
+                .enumerate()
+                .skip(1)
+                .map(|(i, c)| format!("{} = ?{}", c.trim(), i + 1))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!("UPDATE deployments SET {sets} WHERE id = ?1");
+            tx.prepare_cached(&sql)
+                .and_then(|mut s| s.execute(params_from_iter(values)))
+                .map_err(StoreError::sqlite("update deployment"))?;
+        }
+        Write::Transition(t) => {
+            tx.prepare_cached(
+                "INSERT INTO transitions (deployment_id, attempt, at, status, phase, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    t.deployment_id.to_string(),
+                    t.attempt,
+                    to_ms(t.at),
+                    t.status.as_str(),
+                    t.phase.map(Phase::as_str),
+                    t.message
+                ])
+            })
+            .map_err(StoreError::sqlite("insert transition"))?;
+        }
+        Write::Attempt(a) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts (deployment_id, attempt, queued_at, started_at, finished_at, outcome, error, duration_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    a.deployment_id.to_string(),
+                    a.attempt,
+                    to_ms(a.queued_at),
+                    opt_ms(a.started_at),
+                    opt_ms(a.finished_at),
+                    a.outcome,
+                    a.error,
+                    a.duration_ms.map(|v| v as i64)
+                ])
+            })
+            .map_err(StoreError::sqlite("write attempt"))?;
+        }
+        Write::Environment(e) => {
+            tx.prepare_cached("INSERT OR REPLACE INTO environments (name, paused, limit_override) VALUES (?1, ?2, ?3)")
+                .and_then(|mut s| s.execute(params![e.name, e.paused, e.limit_override]))
+                .map_err(StoreError::sqlite("write environment"))?;
+        }
+        Write::Release(r) => {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO releases (environment, name, deployment_id, attempt, version, succeeded_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    r.environment,
+                    r.name,
+                    r.deployment_id.to_string(),
+                    r.attempt,
+                    r.version,
+                    to_ms(r.succeeded_at)
+                ])
+            })
+            .map_err(StoreError::sqlite("write release"))?;
+        }
+        Write::ReleaseGone { environment, name } => {
+            tx.prepare_cached("DELETE FROM releases WHERE environment = ?1 AND name = ?2")
+                .and_then(|mut s| s.execute(params![environment, name]))
+                .map_err(StoreError::sqlite("delete release"))?;
+        }
+    }
+    Ok(WriteOutcome::Done)
+}
+
+fn parse_id(text: &str) -> rusqlite::Result<DeploymentId> {
+    text.parse().map_err(|_| invalid("id", text))
+}
+
+impl Store for SqliteStore {
+    fn apply(&self, groups: &[&[Write]]) -> Result<Vec<Vec<WriteOutcome>>, StoreError> {
+        let mut conn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(StoreError::sqlite("begin"))?;
+        let mut outcomes = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut out = Vec::with_capacity(group.len());
+            for write in *group {
+                out.push(apply_one(&tx, write)?);
+            }
+            outcomes.push(out);
+        }
+        tx.commit().map_err(StoreError::sqlite("commit"))?;
+        Ok(outcomes)
+    }
+
+    fn unfinished(&self) -> Result<Vec<Deployment>, StoreError> {
+        self.read(|c| {
+            let sql = format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments \
+                 WHERE status NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at, id"
+            );
+            let mut stmt = c.prepare(&sql).map_err(StoreError::sqlite("load unfinished"))?;
+            let rows = stmt.query_map([], deployment_from_row).map_err(StoreError::sqlite("load unfinished"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(StoreError::sqlite("load unfinished"))
+        })
+    }
+
+    fn recent(&self, limit: u32) -> Result<Vec<Deployment>, StoreError> {
+        Ok(self.history(&HistoryQuery { limit, ..HistoryQuery::default() })?.items)
+    }
+
+    fn deployment(&self, id: DeploymentId) -> Result<Option<Deployment>, StoreError> {
+        self.read(|c| {
+            let sql = format!("SELECT {DEPLOYMENT_COLUMNS} FROM deployments WHERE id = ?1");
+            c.prepare_cached(&sql)
+                .and_then(|mut s| s.query_row([id.to_string()], deployment_from_row).optional())
+                .map_err(StoreError::sqlite("get deployment"))
+        })
+    }
+
+    fn history(&self, q: &HistoryQuery) -> Result<Page<Deployment>, StoreError> {
+        use rusqlite::types::Value;
+        let mut clauses = Vec::new();
+        let mut values: Vec<Value> = Vec::new();
+        if !q.statuses.is_empty() {
+            let marks = q.statuses.iter().map(|s| {
+                values.push(Value::Text(s.as_str().to_owned()));
+                format!("?{}", values.len())
+            });
+            clauses.push(format!("status IN ({})", marks.collect::<Vec<_>>().join(", ")));
+        }
+        if let Some(env) = &q.environment {
+            values.push(Value::Text(env.clone()));
+            clauses.push(format!("environment = ?{}", values.len()));
+        }
+        if let Some(from) = q.from {
+            values.push(Value::Integer(to_ms(from)));
+            clauses.push(format!("created_at >= ?{}", values.len()));
+        }
+        if let Some(to) = q.to {
+            values.push(Value::Integer(to_ms(to)));
+            clauses.push(format!("created_at < ?{}", values.len()));
+        }
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        self.read(|c| {
+            let total: i64 = c
+                .prepare_cached(&format!("SELECT count(*) FROM deployments {filter}"))
+                .and_then(|mut s| s.query_row(params_from_iter(values.iter()), |r| r.get(0)))
+                .map_err(StoreError::sqlite("count history"))?;
+            let mut page_values = values.clone();
+            page_values.push(Value::Integer(i64::from(q.limit)));
+            page_values.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
+            let n = page_values.len();
+            let sql = format!(
+                "SELECT {DEPLOYMENT_COLUMNS} FROM deployments {filter} ORDER BY created_at DESC, id DESC LIMIT ?{} OFFSET ?{}",
+                n - 1,
+                n
+            );
+            let items = c
+                .prepare_cached(&sql)
+                .and_then(|mut s| {
+                    s.query_map(params_from_iter(page_values.iter()), deployment_from_row)?.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(StoreError::sqlite("page history"))?;
+            Ok(Page { items, total: total as u64, limit: q.limit, offset: q.offset })
+        })
+    }
+
+    fn attempts(&self, id: DeploymentId) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT attempt, queued_at, started_at, finished_at, outcome, error, duration_ms \
+                 FROM attempts WHERE deployment_id = ?1 ORDER BY attempt",
+            )
+            .and_then(|mut s| {
+                s.query_map([id.to_string()], |r| {
+                    Ok(AttemptRecord {
+                        deployment_id: id,
+                        attempt: r.get(0)?,
+                        queued_at: from_ms(r.get(1)?),
+                        started_at: r.get::<_, Option<i64>>(2)?.map(from_ms),
+                        finished_at: r.get::<_, Option<i64>>(3)?.map(from_ms),
+                        outcome: r.get(4)?,
+                        error: r.get(5)?,
+                        duration_ms: r.get::<_, Option<i64>>(6)?.map(|v| v.max(0) as u64),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(StoreError::sqlite("list attempts"))
+        })
+    }
+
+    fn transitions(&self, id: DeploymentId) -> Result<Vec<TransitionRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT attempt, at, status, phase, message FROM transitions WHERE deployment_id = ?1 ORDER BY seq",
+            )
+            .and_then(|mut s| {
+                s.query_map([id.to_string()], |r| {
+                    let status: String = r.get(2)?;
+                    let phase: Option<String> = r.get(3)?;
+                    Ok(TransitionRecord {
+                        deployment_id: id,
+                        attempt: r.get(0)?,
+                        at: from_ms(r.get(1)?),
+                        status: status.parse().map_err(|_| invalid("status", &status))?,
+                        phase: phase.as_deref().map(str::parse).transpose().map_err(|_| invalid("phase", "?"))?,
+                        message: r.get(4)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(StoreError::sqlite("list transitions"))
+        })
+    }
+
+    fn environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT name, paused, limit_override FROM environments ORDER BY name")
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok(EnvironmentRecord { name: r.get(0)?, paused: r.get(1)?, limit_override: r.get(2)? })
+                    })?
+                    .collect()
+                })
+                .map_err(StoreError::sqlite("list environments"))
+        })
+    }
+
+    fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT environment, name, deployment_id, attempt, version, succeeded_at FROM releases \
+                 ORDER BY succeeded_at, name",
+            )
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    let id: String = r.get(2)?;
+                    Ok(ReleaseRecord {
+                        environment: r.get(0)?,
+                        name: r.get(1)?,
+                        deployment_id: parse_id(&id)?,
+                        attempt: r.get(3)?,
+                        version: r.get(4)?,
+                        succeeded_at: from_ms(r.get(5)?),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(StoreError::sqlite("list releases"))
+        })
+    }
+
+    fn check_integrity(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            let result: String = c
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .map_err(StoreError::sqlite("integrity check"))?;
+            if result == "ok" { Ok(()) } else { Err(unusable(&self.path, format!("integrity check: {result}"))) }
+        })
+    }
+}

@@ -1,0 +1,5 @@
+//! The integration tests of tds: one crate, one module per area. Everything runs for real: an
+//! orchestrator on a temp folder, real processes, a real SQLite store, real sockets on loopback.
+
+mod common;
+mod engine;
