@@ -1,5 +1,7 @@
 //! The integration tests of tds: one crate, one module per area. Everything runs for real: an
 //! orchestrator on a temp folder, real processes, a real SQLite store, real sockets on loopback.
 
+mod api;
 mod common;
 mod engine;
+mod ui;

@@ -1,0 +1,1 @@
+//! The REST API over a real socket and with `oneshot`: every endpoint and error path.
