@@ -101,6 +101,8 @@ struct Live {
     attempt_started_at: Option<DateTime<Utc>>,
     /// Monotonic start of the current run (since submission or manual retry).
     first_started: Option<Instant>,
+    /// When the current run was submitted (or manually retried), for the queue wait.
+    submitted: Instant,
     run: Option<Run>,
     retry_at: Option<Instant>,
 }
@@ -264,7 +266,9 @@ impl Engine {
                 }
             };
             let first_started = d.started_at.map(|t| self.instant_of(t));
+            let submitted = self.instant_of(d.created_at);
             let mut live = Live {
+                submitted,
                 attempt_queued_at: d.created_at,
                 attempt_started_at: None,
                 first_started,
@@ -568,6 +572,9 @@ impl Engine {
         live.d.wait_reason = None;
         live.d.started_at.get_or_insert(now);
         live.first_started.get_or_insert_with(Instant::now);
+        if live.d.queue_wait_ms.is_none() {
+            live.d.queue_wait_ms = Some(live.submitted.elapsed().as_millis() as u64);
+        }
         live.attempt_started_at = Some(now);
         let cancel = CancellationToken::new();
         live.run = Some(Run { cancel: cancel.clone(), cause: None, waiters: Vec::new() });
@@ -950,6 +957,7 @@ impl Engine {
                 attempt_queued_at: enqueued_at,
                 attempt_started_at: None,
                 first_started: None,
+                submitted: Instant::now(),
                 run: None,
                 retry_at: None,
             },
@@ -1016,6 +1024,7 @@ impl Engine {
         d.retry_count = 0;
         d.started_at = None;
         d.duration_ms = None;
+        d.queue_wait_ms = None;
         d.cancel_requested = false;
         d.status = Status::Queued { enqueued_at: now };
         let id = d.id;

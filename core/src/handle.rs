@@ -335,6 +335,7 @@ impl OrchestratorHandle {
             max_retries: env.retry.max_retries,
             started_at: None,
             duration_ms: None,
+            queue_wait_ms: None,
             last_error: None,
             status: Status::Queued { enqueued_at: now },
             cancel_requested: false,

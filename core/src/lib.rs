@@ -13,6 +13,7 @@ pub mod executor;
 mod handle;
 pub mod limits;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 mod plan;
 mod probe;

@@ -152,6 +152,8 @@ pub struct Deployment {
     /// Measured on the monotonic clock once terminal (`PRODUCT.md`: durations never from wall
     /// time differences).
     pub duration_ms: Option<u64>,
+    /// Time from submission (or manual retry) to the first start, on the monotonic clock.
+    pub queue_wait_ms: Option<u64>,
     /// The most recent failure, kept while the deployment waits for its next attempt.
     pub last_error: Option<String>,
     pub status: Status,

@@ -40,6 +40,8 @@ pub struct DeploymentView {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<u64>,
+    /// Submission (or manual retry) to first start.
+    pub queue_wait_ms: Option<u64>,
     /// A cancel of the running attempt is in progress.
     pub cancel_requested: bool,
 }
@@ -106,6 +108,7 @@ impl From<&Deployment> for DeploymentView {
             started_at: d.started_at,
             finished_at: d.status.finished_at(),
             duration_ms: d.duration_ms,
+            queue_wait_ms: d.queue_wait_ms,
             cancel_requested: d.cancel_requested,
         }
     }

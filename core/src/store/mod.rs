@@ -4,6 +4,7 @@
 //! store can implement the same operations. Writes are applied in batches by one thread (the
 //! persister), which is what makes group commit possible; reads may come from any thread.
 
+mod analytics;
 mod persister;
 mod sqlite;
 
@@ -144,4 +145,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError>;
     /// `PRAGMA integrity_check` or the equivalent: `Ok(())` when the store is sound.
     fn check_integrity(&self) -> Result<(), StoreError>;
+    /// Counts, retries and duration statistics over everything stored.
+    fn figures(&self) -> Result<crate::metrics::StoreFigures, StoreError>;
+    /// Figures of one analytics window; `now` ends attempts that are still running.
+    fn window_figures(
+        &self,
+        window: &crate::metrics::Window,
+        now: DateTime<Utc>,
+    ) -> Result<crate::metrics::WindowFigures, StoreError>;
+    /// Raw figures of each bucket of a trend, in bucket order.
+    fn trend_figures(&self, spec: &crate::metrics::TrendSpec)
+    -> Result<Vec<crate::metrics::BucketFigures>, StoreError>;
 }

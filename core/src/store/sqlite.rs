@@ -53,12 +53,18 @@ CREATE TABLE deployments (
     started_at INTEGER,
     finished_at INTEGER,
     duration_ms INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    queue_wait_ms INTEGER
 );
 CREATE INDEX deployments_by_created ON deployments (created_at DESC, id DESC);
 CREATE INDEX deployments_by_env_created ON deployments (environment, created_at DESC, id DESC);
 CREATE INDEX deployments_by_status ON deployments (status, created_at DESC);
-CREATE INDEX deployments_by_finished ON deployments (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX deployments_by_finished ON deployments (finished_at, status, environment, duration_ms, created_at)
+    WHERE finished_at IS NOT NULL;
+CREATE INDEX deployments_by_started ON deployments (started_at, environment, queue_wait_ms) WHERE started_at IS NOT NULL;
+CREATE INDEX deployments_by_env_outcome ON deployments (environment, status, finished_at);
+CREATE INDEX deployments_by_duration ON deployments (duration_ms)
+    WHERE status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL;
 
 CREATE TABLE attempts (
     deployment_id TEXT NOT NULL,
@@ -72,6 +78,7 @@ CREATE TABLE attempts (
     PRIMARY KEY (deployment_id, attempt)
 ) WITHOUT ROWID;
 CREATE INDEX attempts_by_started ON attempts (started_at);
+CREATE INDEX attempts_by_finished ON attempts (finished_at);
 
 CREATE TABLE transitions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -107,7 +114,7 @@ const MIGRATIONS: &[&str] = &[SCHEMA_V1];
 const DEPLOYMENT_COLUMNS: &str = "id, environment, version, priority, status, phase, step_index, step_total, \
     step_name, attempt, retry_count, max_retries, artifact_name, artifact_size, artifact_sha256, artifact_kind, \
     params, requested_by, error, enqueued_at, attempt_started_at, next_retry_at, created_at, started_at, \
-    finished_at, duration_ms, cancel_requested";
+    finished_at, duration_ms, cancel_requested, queue_wait_ms";
 
 /// The embedded store.
 #[derive(Debug)]
@@ -275,6 +282,7 @@ fn deployment_from_row(row: &Row<'_>) -> rusqlite::Result<Deployment> {
         last_error: error,
         status,
         cancel_requested: row.get(26)?,
+        queue_wait_ms: row.get::<_, Option<i64>>(27)?.map(|v| v.max(0) as u64),
         wait_reason: None,
     })
 }
@@ -327,6 +335,7 @@ fn deployment_values(d: &Deployment) -> Vec<rusqlite::types::Value> {
         opt_int(opt_ms(d.status.finished_at())),
         opt_int(d.duration_ms.map(|v| v as i64)),
         Value::Integer(i64::from(d.cancel_requested)),
+        opt_int(d.queue_wait_ms.map(|v| v as i64)),
     ]
 }
 
@@ -613,6 +622,25 @@ impl Store for SqliteStore {
             })
             .map_err(StoreError::sqlite("list releases"))
         })
+    }
+
+    fn figures(&self) -> Result<crate::metrics::StoreFigures, StoreError> {
+        self.read(super::analytics::figures)
+    }
+
+    fn window_figures(
+        &self,
+        window: &crate::metrics::Window,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::metrics::WindowFigures, StoreError> {
+        self.read(|c| super::analytics::window_figures(c, window, now))
+    }
+
+    fn trend_figures(
+        &self,
+        spec: &crate::metrics::TrendSpec,
+    ) -> Result<Vec<crate::metrics::BucketFigures>, StoreError> {
+        self.read(|c| super::analytics::trend_figures(c, spec))
     }
 
     fn check_integrity(&self) -> Result<(), StoreError> {
