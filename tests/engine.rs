@@ -210,7 +210,10 @@ steps = [{ name = "record", run = "echo $TDS_VERSION >> {dir}/order; test \"$TDS
 /// Case C02 (a): a cancel during the backoff is final: no later attempt, no new log lines.
 #[tokio::test]
 async fn c02_cancel_during_backoff_is_final() {
-    let h = Harness::start(&WEB.replace("[[environments]]", "[[environments]]\nretry = { max_retries = 3, initial_delay = \"1s\" }")).await;
+    let h = Harness::start(
+        &WEB.replace("[[environments]]", "[[environments]]\nretry = { max_retries = 3, initial_delay = \"1s\" }"),
+    )
+    .await;
     let d = h.submit_with("web", "site.tar.gz", site("2"), "2", Priority::Normal, fail()).await;
     h.wait_status(d.id, StatusKind::RetryWait, Duration::from_secs(20)).await;
     let cancelled = h.handle.cancel(d.id).await.expect("cancel");
@@ -226,79 +229,70 @@ async fn c02_cancel_during_backoff_is_final() {
     assert!(err.to_string().contains("is cancelled"), "{err}");
 }
 
-/// Manual retry of a failed deployment queues a new attempt at once.
+/// Manual retry of a failed deployment queues a new attempt at once, with a fresh retry budget.
 #[tokio::test]
 async fn manual_retry_of_a_failed_deployment() {
-    let h = Harness::start(&WEB.replace("[[environments]]", "[[environments]]\nretry = { max_retries = 0 }")).await;
-    let flag = h.dir.path().join("fixed");
-    let d = h
-        .submit_with(
-            "web",
-            "site.tar.gz",
-            site("3"),
-            "3",
-            Priority::Normal,
-            BTreeMap::from([("FLAG".to_owned(), flag.display().to_string())]),
-        )
-        .await;
-    // The step is replaced by one that fails until the flag file exists.
-    let _ = d;
-    let h2 = Harness::start(&format!(
+    let h = Harness::start(
         r#"
 [[environments]]
 name = "web"
-root = "{{dir}}/envs/web"
-retry = {{ max_retries = 0 }}
-steps = [{{ name = "check", run = "test -f {}" }}]
+root = "{dir}/envs/web"
+retry = { max_retries = 0 }
+steps = [{ name = "check", run = "test -f {dir}/fixed" }]
 "#,
-        flag.display()
-    ))
+    )
     .await;
-    let d = h2.submit("web", "a.txt", b"x".to_vec(), "1").await;
-    let failed = h2.wait_terminal(d.id, Duration::from_secs(20)).await;
+    let d = h.submit("web", "a.txt", b"x".to_vec(), "1").await;
+    let failed = h.wait_terminal(d.id, Duration::from_secs(20)).await;
     assert_eq!((failed.status, failed.attempt), (StatusKind::Failed, 1));
-    std::fs::write(&flag, "").unwrap();
-    let retried = h2.handle.retry(d.id).await.expect("retry");
-    assert_eq!((retried.status, retried.attempt), (StatusKind::Queued, 2));
-    let done = h2.wait_terminal(d.id, Duration::from_secs(20)).await;
-    assert_eq!(done.status, StatusKind::Succeeded);
-    // Retrying a succeeded one is refused.
-    assert!(h2.handle.retry(d.id).await.unwrap_err().to_string().contains("succeeded"));
+    std::fs::write(h.dir.path().join("fixed"), "").unwrap();
+    let retried = h.handle.retry(d.id).await.expect("retry");
+    assert_eq!((retried.status, retried.attempt, retried.retry_count), (StatusKind::Queued, 2, 0));
+    let done = h.wait_terminal(d.id, Duration::from_secs(20)).await;
+    assert_eq!(done.status, StatusKind::Succeeded, "{done:?}\n{}", h.log_text(d.id, 2).join("\n"));
+    // Retrying a succeeded one is refused, naming the state.
+    assert!(h.handle.retry(d.id).await.unwrap_err().to_string().contains("succeeded"));
 }
 
-/// Case C09: the previous release folder was deleted by hand; the rollback falls back to the
-/// next older existing good release and `current` always resolves.
+/// Case C09: the previous release folder was deleted by hand. A failing v3 (it fails in
+/// `verify`, after `current` moved) goes back to the newest *existing* good release; a manual
+/// rollback with no existing earlier release is refused and leaves `current` as it is.
 #[tokio::test]
 async fn c09_rollback_target_deleted_by_hand() {
-    let h = Harness::start(WEB).await;
+    let h = Harness::start(
+        r#"
+[[environments]]
+name = "web"
+root = "{dir}/envs/web"
+verify_timeout = "1s"
+retry = { max_retries = 0 }
+verify = [{ name = "smoke", run = "test -z \"$TDS_PARAM_FAIL\"" }]
+"#,
+    )
+    .await;
     let mut ids = Vec::new();
     for v in ["v1", "v2"] {
         let d = h.submit("web", "site.tar.gz", site(v), v).await;
         assert_eq!(h.wait_terminal(d.id, Duration::from_secs(20)).await.status, StatusKind::Succeeded);
         ids.push(d.id);
     }
-    // A third good one, then delete v2's folder by hand: v3 is current, v2 gone, v1 present.
-    let v3 = h.submit("web", "site.tar.gz", site("v3"), "v3").await;
-    h.wait_terminal(v3.id, Duration::from_secs(20)).await;
-    std::fs::remove_dir_all(h.root("web").join("releases").join(format!("{}-1", ids[1]))).unwrap();
-    // Manual rollback of v3 goes back past the missing v2 to v1.
-    let (_, restored) = h.handle.rollback(v3.id).await.expect("rollback");
-    assert_eq!(restored, tds_core::release::Restored::SwitchedTo(format!("{}-1", ids[0])));
-    let current = h.root("web").join("current");
-    assert_eq!(std::fs::read_to_string(current.join("VERSION")).unwrap(), "v1");
-    // Now delete v1 too: a failing deployment has no target; current is never left dangling.
     std::fs::remove_dir_all(h.root("web").join("releases").join(format!("{}-1", ids[0]))).unwrap();
-    let bad = h.submit_with("web", "site.tar.gz", site("v4"), "v4", Priority::Normal, fail()).await;
-    h.wait_terminal(bad.id, Duration::from_secs(30)).await;
-    match std::fs::read_link(&current) {
-        Ok(_) => assert!(current.join("index.html").is_file(), "current must resolve to a complete release"),
-        Err(_) => assert!(!current.exists()),
-    }
-    // A manual rollback with nothing to go back to is refused and changes nothing.
-    let before = std::fs::read_link(&current).ok();
-    let err = h.handle.rollback(v3.id).await.unwrap_err();
-    assert!(err.to_string().contains("rolled back") || err.to_string().contains("rollback"), "{err}");
-    assert_eq!(std::fs::read_link(&current).ok(), before);
+    let current = h.root("web").join("current");
+    let bad = h.submit_with("web", "site.tar.gz", site("v3"), "v3", Priority::Normal, fail()).await;
+    let done = h.wait_terminal(bad.id, Duration::from_secs(30)).await;
+    assert_eq!(done.status, StatusKind::Failed);
+    assert!(h.log_text(bad.id, 1).join("\n").contains("current → releases/"), "v3 was activated before verify");
+    assert_eq!(std::fs::read_to_string(current.join("VERSION")).unwrap(), "v2");
+    // Manual rollback of v2: v1 is gone, so there is no target; nothing changes.
+    let err = h.handle.rollback(ids[1]).await.unwrap_err();
+    assert!(err.to_string().contains("no rollback target"), "{err}");
+    assert_eq!(std::fs::read_to_string(current.join("VERSION")).unwrap(), "v2");
+    // With v1 back in place (another good release), the manual rollback goes to it.
+    let v4 = h.submit("web", "site.tar.gz", site("v4"), "v4").await;
+    h.wait_terminal(v4.id, Duration::from_secs(20)).await;
+    let (_, restored) = h.handle.rollback(v4.id).await.expect("rollback");
+    assert_eq!(restored, tds_core::release::Restored::SwitchedTo(format!("{}-1", ids[1])));
+    assert_eq!(std::fs::read_to_string(current.join("VERSION")).unwrap(), "v2");
 }
 
 /// Case C05: invalid UTF-8 and many lines are logged without hanging; replacement characters
@@ -322,15 +316,13 @@ steps = [
     let done = h.wait_terminal(d.id, Duration::from_secs(60)).await;
     assert_eq!(done.status, StatusKind::Succeeded, "{done:?}");
     let records: Vec<_> = tds_core::logs::read_records(&h.handle.log_path(d.id, 1)).unwrap().collect();
-    let out: Vec<&str> = records
-        .iter()
-        .filter(|r| r.event == tds_core::logs::LogEvent::Output)
-        .map(|r| r.message.as_str())
-        .collect();
+    let out: Vec<&str> =
+        records.iter().filter(|r| r.event == tds_core::logs::LogEvent::Output).map(|r| r.message.as_str()).collect();
     assert!(out.contains(&"before"));
     assert!(out.iter().any(|m| m.contains('\u{fffd}') && m.contains(" bad ")), "no replacement characters");
     assert!(out.contains(&"200000") && out.contains(&"after"));
-    let long: Vec<_> = records.iter().filter(|r| r.step.as_deref() == Some("long") && r.message.starts_with("aaaa")).collect();
+    let long: Vec<_> =
+        records.iter().filter(|r| r.step.as_deref() == Some("long") && r.message.starts_with("aaaa")).collect();
     assert!(long.len() >= 10_485_760 / tds_core::executor::MAX_LINE, "the long line was not split: {}", long.len());
     assert!(long.iter().all(|r| r.message.len() <= tds_core::executor::MAX_LINE));
     assert!(long.iter().rev().skip(1).all(|r| r.split), "every part but the last is marked split");

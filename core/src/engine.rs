@@ -772,10 +772,10 @@ impl Engine {
         self.log(id, level, kind, &message);
         let view = self.live.get(&id).map(|l| DeploymentView::from(&l.d));
         self.commit(id, Some(message), Some((outcome_name, attempt_ms)));
-        if let Some(view) = view {
-            for w in waiters {
-                let _ = w.send(Ok(view.clone()));
-            }
+        if let Some(view) = view
+            && !waiters.is_empty()
+        {
+            self.reply_after_commit(waiters, &Ok(view));
         }
     }
 
@@ -910,13 +910,15 @@ impl Engine {
             Command::Cancel { id, reply } => self.cancel(id, reply),
             Command::Retry { deployment, reply } => {
                 let result = self.retry(*deployment);
-                let _ = reply.send(result);
+                self.reply_after_commit(vec![reply], &result);
             }
             Command::SetPriority { id, priority, reply } => {
-                let _ = reply.send(self.set_priority(id, priority));
+                let result = self.set_priority(id, priority);
+                self.reply_after_commit(vec![reply], &result);
             }
             Command::SetPaused { environment, paused, reply } => {
-                let _ = reply.send(self.update_env(&environment, |e| e.paused = paused));
+                let result = self.update_env(&environment, |e| e.paused = paused);
+                self.reply_after_commit(vec![reply], &result);
             }
             Command::SetLimit { environment, limit, reply } => {
                 let result = if limit == 0 {
@@ -924,13 +926,30 @@ impl Engine {
                 } else {
                     self.update_env(&environment, |e| e.limit_override = Some(limit))
                 };
-                let _ = reply.send(result);
+                self.reply_after_commit(vec![reply], &result);
             }
             Command::Shutdown { drain, reply } => {
                 self.shutdown_waiters.push(reply);
                 self.begin_drain(drain);
             }
         }
+    }
+
+    /// Answers once the changes made so far are committed and published, so a caller that
+    /// reads right after the answer sees its own change ("persisted before reported").
+    fn reply_after_commit<T: Clone + Send + 'static>(&self, replies: Vec<Reply<T>>, result: &Result<T, Error>) {
+        let results: Vec<Result<T, Error>> = replies
+            .iter()
+            .map(|_| match result {
+                Ok(v) => Ok(v.clone()),
+                Err(e) => Err(e.duplicate()),
+            })
+            .collect();
+        self.shared.persist.after(move || {
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        });
     }
 
     fn enqueue(&mut self, d: Deployment) {
@@ -1005,7 +1024,7 @@ impl Engine {
         }
         self.commit(id, Some("cancelled by operator".into()), Some(("cancelled", None)));
         self.touch_env(&env);
-        let _ = reply.send(Ok(view));
+        self.reply_after_commit(vec![reply], &Ok(view));
     }
 
     fn retry(&mut self, mut d: Deployment) -> Result<DeploymentView, Error> {

@@ -37,6 +37,24 @@ pub enum Error {
 }
 
 impl Error {
+    /// A copy for answering several waiters: the same variant where it carries plain data,
+    /// otherwise a store error with the same message.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Error::UnknownEnvironment(e) => Error::UnknownEnvironment(e.clone()),
+            Error::NotFound(id) => Error::NotFound(*id),
+            Error::InvalidState { id, status, action } => Error::InvalidState { id: *id, status: *status, action },
+            Error::InvalidInput { field, message } => {
+                Error::InvalidInput { field: field.clone(), message: message.clone() }
+            }
+            Error::ArtifactTooLarge { limit } => Error::ArtifactTooLarge { limit: *limit },
+            Error::IdempotencyConflict { id } => Error::IdempotencyConflict { id: *id },
+            Error::NoRollbackTarget(m) => Error::NoRollbackTarget(m.clone()),
+            Error::ShuttingDown => Error::ShuttingDown,
+            other => Error::Store(StoreError::Invalid(other.to_string())),
+        }
+    }
+
     /// An invalid request field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::InvalidInput { field: field.into(), message: message.into() }

@@ -18,10 +18,14 @@ use crate::published::Published;
 /// Most messages folded into one transaction.
 const MAX_BATCH: usize = 1024;
 
+/// Runs after a message's writes are committed and its events published.
+type After = Box<dyn FnOnce() + Send>;
+
 struct PersistMsg {
     writes: Vec<Write>,
     events: Vec<CoreEvent>,
     reply: Option<oneshot::Sender<Result<Vec<WriteOutcome>, StoreError>>>,
+    after: Option<After>,
 }
 
 /// Sends work to the persister thread; cheap to clone.
@@ -40,15 +44,26 @@ impl PersistHandle {
     /// Queues writes and the events to publish once they are committed; does not wait. Writes
     /// from one sender are committed in the order they were sent.
     pub fn send(&self, writes: Vec<Write>, events: Vec<CoreEvent>) {
-        if self.tx.send(PersistMsg { writes, events, reply: None }).is_err() {
+        if self.tx.send(PersistMsg { writes, events, reply: None, after: None }).is_err() {
             tracing::error!("store writer stopped; a change was not persisted");
+        }
+    }
+
+    /// Runs `f` once everything sent before it is committed and published: how the engine
+    /// answers a command only after its effect is durable and visible to every reader.
+    pub fn after(&self, f: impl FnOnce() + Send + 'static) {
+        let msg = PersistMsg { writes: Vec::new(), events: Vec::new(), reply: None, after: Some(Box::new(f)) };
+        if let Err(mpsc::error::SendError(msg)) = self.tx.send(msg)
+            && let Some(f) = msg.after
+        {
+            f();
         }
     }
 
     /// Queues writes and waits until they are committed (and their events published).
     pub async fn commit(&self, writes: Vec<Write>, events: Vec<CoreEvent>) -> Result<Vec<WriteOutcome>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(PersistMsg { writes, events, reply: Some(reply) }).map_err(|_| StoreError::Closed)?;
+        self.tx.send(PersistMsg { writes, events, reply: Some(reply), after: None }).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
@@ -122,5 +137,8 @@ fn finish(published: &Published, msg: PersistMsg, result: Result<Vec<WriteOutcom
     }
     if let Some(reply) = msg.reply {
         let _ = reply.send(result);
+    }
+    if let Some(after) = msg.after {
+        after();
     }
 }
