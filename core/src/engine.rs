@@ -70,6 +70,8 @@ pub(crate) enum Command {
         drain: Option<Duration>,
         reply: oneshot::Sender<()>,
     },
+    /// Answers once everything the engine did so far is committed and published.
+    Barrier(oneshot::Sender<()>),
 }
 
 /// Probe results from the probe tasks.
@@ -932,6 +934,9 @@ impl Engine {
                 self.shutdown_waiters.push(reply);
                 self.begin_drain(drain);
             }
+            Command::Barrier(reply) => self.shared.persist.after(move || {
+                let _ = reply.send(());
+            }),
         }
     }
 
@@ -1123,7 +1128,7 @@ fn reject_during_shutdown(cmd: Command) {
         Command::SetPaused { reply, .. } | Command::SetLimit { reply, .. } => {
             let _ = reply.send(Err(Error::ShuttingDown));
         }
-        Command::Shutdown { reply, .. } => {
+        Command::Shutdown { reply, .. } | Command::Barrier(reply) => {
             let _ = reply.send(());
         }
         Command::Enqueue(_) => {}

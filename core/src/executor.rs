@@ -194,6 +194,47 @@ pub fn group_alive(pgid: Pid) -> bool {
     false
 }
 
+/// Process groups of an attempt's step processes that outlived a crashed tds, found by the
+/// `TDS_DEPLOYMENT_ID` and `TDS_ATTEMPT` in their environment (so a reused pid of an unrelated
+/// process is never matched). Processes that rewrote their environment are not found.
+pub fn orphan_groups(deployment_id: &str, attempt: u32) -> Vec<Pid> {
+    let want_id = format!("TDS_DEPLOYMENT_ID={deployment_id}");
+    let want_attempt = format!("TDS_ATTEMPT={attempt}");
+    let mut groups = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return groups };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let vars: Vec<&[u8]> = environ.split(|&b| b == 0).collect();
+        if vars.contains(&want_id.as_bytes())
+            && vars.contains(&want_attempt.as_bytes())
+            && let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+            && !groups.contains(&pgid)
+        {
+            groups.push(pgid);
+        }
+    }
+    groups
+}
+
+/// Kills orphaned process groups: SIGTERM, up to `grace`, then SIGKILL. Returns the groups.
+pub async fn kill_orphans(deployment_id: &str, attempt: u32, grace: Duration) -> Vec<Pid> {
+    let groups = orphan_groups(deployment_id, attempt);
+    for pgid in &groups {
+        let _ = killpg(*pgid, Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    while groups.iter().any(|g| group_alive(*g)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for pgid in &groups {
+        if group_alive(*pgid) {
+            let _ = killpg(*pgid, Signal::SIGKILL);
+        }
+    }
+    groups
+}
+
 /// SIGTERM, up to `grace` for the group to go, then SIGKILL; reaps the leader.
 async fn terminate_group(pgid: Pid, child: &mut Child, grace: Duration, log: &SharedLog, phase: Phase, step: &str) {
     if !group_alive(pgid) {

@@ -204,6 +204,12 @@ impl OrchestratorHandle {
             crate::probe::spawn_probes(&config.environments, &probe_tx, &stop_probes);
         }
         tracing::info!(data_dir = %data_dir.display(), environments = config.environments.len(), "orchestrator started");
+        // Wait until the engine's first view of every environment is published, so that the
+        // first reads after `start` see them.
+        let (barrier, ready) = oneshot::channel();
+        if commands_tx.send(Command::Barrier(barrier)).await.is_ok() {
+            let _ = ready.await;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 shared,

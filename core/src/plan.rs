@@ -149,6 +149,17 @@ pub(crate) async fn run(job: AttemptJob) {
     let started = Instant::now();
     let outcome = match job.recover.clone() {
         Some(outcome) => {
+            let id = job.deployment.id.to_string();
+            let killed = crate::executor::kill_orphans(&id, job.deployment.attempt, job.kill_grace).await;
+            if !killed.is_empty() {
+                let groups: Vec<String> = killed.iter().map(ToString::to_string).collect();
+                job.log(
+                    Level::Warn,
+                    LogEvent::Signal,
+                    Phase::Rollback,
+                    &format!("terminated process group(s) {} left by the interrupted attempt", groups.join(", ")),
+                );
+            }
             roll_back(&job).await;
             outcome
         }

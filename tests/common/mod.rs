@@ -183,3 +183,30 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.write_all(bytes).expect("gzip");
     enc.finish().expect("gzip")
 }
+
+/// A closure that submits a small plain-file artifact with the given version.
+pub fn submitter(
+    handle: &OrchestratorHandle,
+) -> impl Fn(&str) -> std::pin::Pin<Box<dyn Future<Output = DeploymentId> + Send>> + use<> {
+    let handle = handle.clone();
+    move |version: &str| {
+        let handle = handle.clone();
+        let version = version.to_owned();
+        Box::pin(async move {
+            handle
+                .submit(SubmitRequest {
+                    environment: handle.config().environments[0].name.clone(),
+                    artifact: ArtifactSource::Bytes { name: "a.txt".into(), bytes: version.clone().into_bytes() },
+                    version,
+                    priority: Priority::Normal,
+                    params: BTreeMap::new(),
+                    requested_by: "test".into(),
+                    idempotency_key: None,
+                })
+                .await
+                .expect("submit")
+                .deployment
+                .id
+        })
+    }
+}
