@@ -4,5 +4,6 @@
 mod api;
 mod common;
 mod engine;
+mod metrics;
 mod recovery;
 mod ui;
