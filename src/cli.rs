@@ -61,7 +61,7 @@ pub struct ClientArgs {
     #[arg(long, env = "TDS_URL", default_value = "http://127.0.0.1:7878", global = true)]
     pub url: String,
 
-    /// Bearer token (or TDS_TOKEN).
+    /// Bearer token (or `TDS_TOKEN`).
     #[arg(long, env = "TDS_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
@@ -131,7 +131,7 @@ pub struct SubmitArgs {
     /// low, normal, high or critical.
     #[arg(long, short = 'p', default_value = "normal")]
     pub priority: String,
-    /// A parameter for the steps (as TDS_PARAM_<KEY>); repeatable.
+    /// A parameter for the steps (as `TDS_PARAM_<KEY>`); repeatable.
     #[arg(long = "param", value_name = "KEY=VALUE")]
     pub params: Vec<String>,
     /// Wait for the end; exit 0 on succeeded, 1 on failed, 2 on cancelled.
