@@ -18,8 +18,8 @@ pub const MAX_LIMIT: u32 = 1000;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitBody {
-    /// New concurrency limit, 0 to 1000 (0 holds everything queued, like a pause).
-    #[schema(minimum = 0, maximum = 1000, example = 2)]
+    /// New concurrency limit, 1 to 1000 (to stop an environment, pause it).
+    #[schema(minimum = 1, maximum = 1000, example = 2)]
     pub max_concurrent: u32,
 }
 
@@ -117,10 +117,10 @@ pub async fn limit(
     ApiJson(body): ApiJson<LimitBody>,
 ) -> Result<Json<EnvironmentView>, ApiError> {
     known(&state, &name)?;
-    if body.max_concurrent > MAX_LIMIT {
+    if body.max_concurrent == 0 || body.max_concurrent > MAX_LIMIT {
         return Err(ApiError::invalid(
             "max_concurrent",
-            format!("{} is over the maximum of {MAX_LIMIT}", body.max_concurrent),
+            format!("{} is not between 1 and {MAX_LIMIT} (pause the environment to stop it)", body.max_concurrent),
         ));
     }
     Ok(Json(state.handle().set_limit(&name, body.max_concurrent).await?))
