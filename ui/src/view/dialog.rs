@@ -1,0 +1,47 @@
+//! The confirmation dialog: cancel a deployment, quit while deployments run.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
+
+use super::centered;
+use crate::state::Confirm;
+use crate::theme;
+
+/// Draws the question over the body.
+pub fn render_confirm(confirm: &Confirm, body: Rect, frame: &mut Frame) {
+    let (title, text) = match confirm {
+        Confirm::Cancel { label, .. } => (
+            " Cancel deployment ",
+            format!("Cancel {label}? A running one is stopped and rolled back; it will not retry by itself."),
+        ),
+        Confirm::Quit { running } => (
+            " Quit ",
+            format!(
+                "{running} deployment(s) running. Quitting stops the embedded orchestrator: they are rolled back and run again at the next start. Quit?"
+            ),
+        ),
+    };
+    let area = centered(body, 60, 7);
+    if area.width < 3 || area.height < 3 {
+        return;
+    }
+    let lines = vec![
+        Line::raw(text),
+        Line::raw(""),
+        Line::from(vec![
+            Span::styled("y", theme::key()),
+            Span::raw(" yes   "),
+            Span::styled("n", theme::key()),
+            Span::raw(" / Esc no"),
+        ]),
+    ];
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Rounded)
+        .border_style(theme::warn())
+        .title(title);
+    frame.render_widget(Clear, area);
+    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: true }), area);
+}
