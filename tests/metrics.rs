@@ -240,7 +240,7 @@ struct Gen {
 }
 
 fn workload() -> impl Strategy<Value = Gen> {
-    (0usize..2, 0usize..4, 0i64..600, 0i64..30, 0i64..90).prop_map(|(env, status, created, wait, run)| Gen {
+    (0usize..2, 0usize..4, 0i64..6000, 0i64..90, 0i64..300).prop_map(|(env, status, created, wait, run)| Gen {
         env,
         status,
         created,
@@ -255,7 +255,12 @@ proptest! {
     /// For random workloads, the store's figures (counts, rates, nearest-rank percentiles, window
     /// counts, trend buckets) equal a direct recomputation from the same deployments.
     #[test]
-    fn figures_equal_a_recomputation(items in proptest::collection::vec(workload(), 0..60), from in 0i64..400, len in 1i64..400) {
+    fn figures_equal_a_recomputation(
+        items in proptest::collection::vec(workload(), 0..60),
+        from in 0i64..4000,
+        len in 1i64..5000,
+        retried in proptest::collection::vec(any::<bool>(), 60),
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("tds.db")).unwrap();
         let statuses = ["succeeded", "failed", "cancelled", "queued"];
@@ -269,7 +274,11 @@ proptest! {
                 status,
                 created: g.created,
                 finished: (status != "queued").then_some(start + g.run),
-                attempts: if matches!(status, "succeeded" | "failed") { vec![(start, g.run)] } else { vec![] },
+                attempts: match (status, retried[i]) {
+                    ("succeeded" | "failed", false) => vec![(start, g.run)],
+                    ("succeeded" | "failed", true) => vec![(start, g.run / 2), (start + g.run / 2, g.run - g.run / 2)],
+                    _ => vec![],
+                },
             }
         }).collect();
         let writes: Vec<Write> = fixtures.iter().flat_map(Fixture::writes).collect();
@@ -284,7 +293,7 @@ proptest! {
         prop_assert_eq!(f.counts.queued, count("queued"));
         let mut durations: Vec<u64> = fixtures.iter()
             .filter(|x| matches!(x.status, "succeeded" | "failed"))
-            .map(|x| (x.attempts[0].1 * 60_000) as u64)
+            .map(|x| ((x.attempts.last().unwrap().0 + x.attempts.last().unwrap().1 - x.attempts[0].0) * 60_000) as u64)
             .collect();
         durations.sort_unstable();
         let expect = tds_core::metrics::DurationStats::from_sorted(&durations);
@@ -303,14 +312,32 @@ proptest! {
         prop_assert_eq!(w.cancelled, finished("cancelled"));
         prop_assert_eq!(w.submitted, fixtures.iter().filter(|x| in_window(x.created)).count() as u64);
 
-        // Trend buckets of 1 hour over the window.
-        let spec = TrendSpec { metric: TrendMetric::Deployments, period: TrendPeriod::Hour, window: window.clone() };
-        let trend = trend_from_figures(&spec, &store.trend_figures(&spec).unwrap());
-        for b in &trend.buckets {
-            let expected = fixtures.iter().filter(|x| matches!(x.status, "succeeded" | "failed")
-                && x.finished.is_some_and(|m| at(m) >= b.start && at(m) < b.end)).count() as u64;
-            prop_assert_eq!(b.count, expected);
+        // Trend buckets by hour and by day over the window (long windows use the rollups).
+        for period in [TrendPeriod::Hour, TrendPeriod::Day] {
+            let spec = TrendSpec { metric: TrendMetric::Deployments, period, window: window.clone() };
+            let trend = trend_from_figures(&spec, &store.trend_figures(&spec).unwrap());
+            for b in &trend.buckets {
+                let expected = fixtures.iter().filter(|x| matches!(x.status, "succeeded" | "failed")
+                    && x.finished.is_some_and(|m| at(m) >= b.start && at(m) < b.end)).count() as u64;
+                prop_assert_eq!(b.count, expected, "{:?} bucket {:?}", period, b.start);
+            }
+            prop_assert_eq!(trend.buckets.iter().map(|b| b.count).sum::<u64>(), w.succeeded + w.failed);
+            let spec = TrendSpec { metric: TrendMetric::Retries, period, window: window.clone() };
+            let trend = trend_from_figures(&spec, &store.trend_figures(&spec).unwrap());
+            for b in &trend.buckets {
+                let expected = fixtures.iter().flat_map(|x| x.attempts.iter().skip(1))
+                    .filter(|(s, _)| at(*s) >= b.start && at(*s) < b.end).count() as u64;
+                prop_assert_eq!(b.count, expected);
+            }
+            let spec = TrendSpec { metric: TrendMetric::QueueWait, period, window: window.clone() };
+            let trend = trend_from_figures(&spec, &store.trend_figures(&spec).unwrap());
+            for b in &trend.buckets {
+                let waits: Vec<i64> = fixtures.iter().filter_map(|x| x.attempts.first().map(|(s, _)| (*s, s - x.created)))
+                    .filter(|(s, _)| at(*s) >= b.start && at(*s) < b.end).map(|(_, w)| w * 60_000).collect();
+                prop_assert_eq!(b.count, waits.len() as u64);
+                let mean = (!waits.is_empty()).then(|| waits.iter().sum::<i64>() as f64 / waits.len() as f64);
+                prop_assert_eq!(b.value, mean);
+            }
         }
-        prop_assert_eq!(trend.buckets.iter().map(|b| b.count).sum::<u64>(), w.succeeded + w.failed);
     }
 }

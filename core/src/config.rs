@@ -5,7 +5,7 @@
 //! it into a `Config` with typed durations and sizes, checking every value.
 
 use std::collections::{BTreeSet, HashSet};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -392,7 +392,9 @@ fn display_path(segments: &[Segment]) -> String {
                 }
                 s.push_str(k);
             }
-            Segment::Index(i) => s.push_str(&format!("[{i}]")),
+            Segment::Index(i) => {
+                let _ = write!(s, "[{i}]");
+            }
         }
     }
     s
@@ -410,7 +412,7 @@ impl<'a> Locator<'a> {
     }
 
     fn line_at(&self, offset: usize) -> usize {
-        self.text.as_bytes()[..offset.min(self.text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
     }
 
     fn line_of(&self, segments: &[Segment]) -> Option<usize> {
@@ -428,7 +430,7 @@ impl<'a> Locator<'a> {
                 }
                 Segment::Index(i) => {
                     let arr = value?.as_array()?;
-                    let v = arr.iter().nth(*i)?;
+                    let v = arr.get(*i)?;
                     span = v.span();
                     value = Some(v.get_ref());
                 }
@@ -553,6 +555,7 @@ impl Resolver<'_, '_> {
         out
     }
 
+    #[allow(clippy::needless_pass_by_value)] // consumes the raw tree conceptually; fields are cloned where kept
     fn resolve(mut self, raw: RawConfig) -> Config {
         let listen_text = raw.server.listen.as_deref().unwrap_or("127.0.0.1:7878");
         let listen = listen_text.parse().unwrap_or_else(|_| {
@@ -683,6 +686,7 @@ pub fn valid_environment_name(name: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp)]
 mod tests {
     use super::*;
 

@@ -207,7 +207,7 @@ impl Engine {
             envs.push(runtime);
         }
         let (attempts_tx, attempts_rx) = mpsc::unbounded_channel();
-        let seed = Utc::now().timestamp_subsec_nanos() as u64 | 1;
+        let seed = u64::from(Utc::now().timestamp_subsec_nanos()) | 1;
         let mut engine = Self {
             shared,
             live: HashMap::new(),
@@ -366,12 +366,9 @@ impl Engine {
                 biased;
                 Some(msg) = self.attempts_rx.recv() => self.on_attempt(msg),
                 Some(probe) = self.probes.recv() => self.on_probe(probe),
-                cmd = self.commands.recv(), if self.commands_open => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    None => {
-                        self.commands_open = false;
-                        self.begin_drain(None);
-                    }
+                cmd = self.commands.recv(), if self.commands_open => if let Some(cmd) = cmd { self.on_command(cmd) } else {
+                    self.commands_open = false;
+                    self.begin_drain(None);
                 },
                 () = tokio::time::sleep_until(wake) => self.on_timer(),
             }
@@ -730,7 +727,7 @@ impl Engine {
                 live.d.duration_ms = total_ms;
                 live.d.last_error = None;
                 self.envs[self.env_index[&env_name]].last_result = Some(("succeeded".into(), now));
-                (LogEvent::Succeeded, format!("succeeded in {:.1?}", elapsed), "succeeded")
+                (LogEvent::Succeeded, format!("succeeded in {elapsed:.1?}"), "succeeded")
             }
             (Outcome::Failed { reason, retryable }, None) => {
                 live.d.last_error = Some(reason.clone());

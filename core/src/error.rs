@@ -39,6 +39,7 @@ pub enum Error {
 impl Error {
     /// A copy for answering several waiters: the same variant where it carries plain data,
     /// otherwise a store error with the same message.
+    #[must_use]
     pub fn duplicate(&self) -> Self {
         match self {
             Error::UnknownEnvironment(e) => Error::UnknownEnvironment(e.clone()),
@@ -84,7 +85,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Wraps a SQLite error with the operation it interrupted.
+    /// Wraps a `SQLite` error with the operation it interrupted.
     pub fn sqlite(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Self {
         move |source| Self::Sqlite { op, source }
     }

@@ -112,6 +112,7 @@ pub struct OrchestratorHandle {
     inner: Arc<Inner>,
 }
 
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 fn blocking_err(e: tokio::task::JoinError) -> Error {
     Error::Store(crate::error::StoreError::Invalid(format!("background task failed: {e}")))
 }

@@ -2,7 +2,7 @@
 //!
 //! Layout: `<data_dir>/logs/<deployment id>/<attempt>.jsonl`. Every record is one line, written
 //! and flushed as it happens so followers see it at once. Files are flushed, not fsynced: the
-//! SQLite store is the durable record of state; logs are best effort across a power loss.
+//! `SQLite` store is the durable record of state; logs are best effort across a power loss.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -81,23 +81,18 @@ impl LogRecord {
         let ts = self.ts.to_rfc3339_opts(SecondsFormat::Millis, true);
         let message = inert(&self.message);
         let cont = if self.split { " ⏎…" } else { "" };
-        match self.event {
-            LogEvent::Output => {
-                let stream = match self.stream {
-                    Some(Stream::Stderr) => "stderr",
-                    _ => "stdout",
-                };
-                let step = self.step.as_deref().map(inert).unwrap_or_default();
-                format!("{ts} #{} {stream} {step} | {message}{cont}", self.attempt)
-            }
-            _ => {
-                let phase = self.phase.map(|p| format!(" [{p}]")).unwrap_or_default();
-                let event = serde_json::to_value(self.event)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                format!("{ts} #{} == {event}{phase} {message}", self.attempt)
-            }
+        if self.event == LogEvent::Output {
+            let stream = match self.stream {
+                Some(Stream::Stderr) => "stderr",
+                _ => "stdout",
+            };
+            let step = self.step.as_deref().map(inert).unwrap_or_default();
+            format!("{ts} #{} {stream} {step} | {message}{cont}", self.attempt)
+        } else {
+            let phase = self.phase.map(|p| format!(" [{p}]")).unwrap_or_default();
+            let event =
+                serde_json::to_value(self.event).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            format!("{ts} #{} == {event}{phase} {message}", self.attempt)
         }
     }
 }

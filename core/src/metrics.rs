@@ -188,6 +188,16 @@ pub struct WindowFigures {
     pub lead_time_total_ms: u64,
     /// Restore times of failure episodes per environment (ms).
     pub restores: Vec<(String, u64)>,
+    /// Outcomes per environment, for the per-environment DORA figures.
+    pub per_environment: Vec<(String, Outcomes)>,
+}
+
+/// Succeeded and failed counts and the summed lead time of the succeeded ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Outcomes {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub lead_time_total_ms: u64,
 }
 
 /// Utilization of one environment over a window.
@@ -502,23 +512,8 @@ impl OrchestratorHandle {
             .collect();
         let store = self.store();
         let now = self.now();
-        let (w, per_env) = {
-            let window = window.clone();
-            let names: Vec<String> = envs.iter().map(|(n, _)| n.clone()).collect();
-            tokio::task::spawn_blocking(move || -> Result<_> {
-                let all = store.window_figures(&window, now)?;
-                let mut per_env = Vec::new();
-                if window.environment.is_none() {
-                    for name in names {
-                        let w = Window { environment: Some(name.clone()), ..window.clone() };
-                        per_env.push((name, store.window_figures(&w, now)?));
-                    }
-                }
-                Ok((all, per_env))
-            })
-            .await
-            .map_err(join_error)??
-        };
+        let query = window.clone();
+        let w = tokio::task::spawn_blocking(move || store.window_figures(&query, now)).await.map_err(join_error)??;
         let secs = window.seconds();
         let utilization = envs
             .iter()
@@ -535,21 +530,24 @@ impl OrchestratorHandle {
             })
             .collect();
         let days = secs / 86_400.0;
-        let dora_of = |f: &WindowFigures| DoraFigures {
-            deployment_frequency_per_day: if days > 0.0 { f.succeeded as f64 / days } else { 0.0 },
-            change_failure_rate: rate(f.failed, f.succeeded),
-            time_to_restore_ms: (!f.restores.is_empty())
-                .then(|| f.restores.iter().map(|(_, ms)| *ms as f64).sum::<f64>() / f.restores.len() as f64),
-            restored_episodes: f.restores.len() as u64,
-            lead_time_ms: (f.succeeded > 0).then(|| f.lead_time_total_ms as f64 / f.succeeded as f64),
+        let dora_of = |o: Outcomes, restores: &[u64]| DoraFigures {
+            deployment_frequency_per_day: if days > 0.0 { o.succeeded as f64 / days } else { 0.0 },
+            change_failure_rate: rate(o.failed, o.succeeded),
+            time_to_restore_ms: (!restores.is_empty())
+                .then(|| restores.iter().map(|&ms| ms as f64).sum::<f64>() / restores.len() as f64),
+            restored_episodes: restores.len() as u64,
+            lead_time_ms: (o.succeeded > 0).then(|| o.lead_time_total_ms as f64 / o.succeeded as f64),
         };
-        let mut env_dora: Vec<EnvironmentDora> = per_env
+        let env_dora: Vec<EnvironmentDora> = envs
             .iter()
-            .map(|(name, f)| EnvironmentDora { environment: name.clone(), figures: dora_of(f) })
+            .map(|(name, _)| {
+                let outcomes = w.per_environment.iter().find(|(n, _)| n == name).map(|(_, o)| *o).unwrap_or_default();
+                let restores: Vec<u64> = w.restores.iter().filter(|(n, _)| n == name).map(|(_, ms)| *ms).collect();
+                EnvironmentDora { environment: name.clone(), figures: dora_of(outcomes, &restores) }
+            })
             .collect();
-        if let Some(env) = &window.environment {
-            env_dora.push(EnvironmentDora { environment: env.clone(), figures: dora_of(&w) });
-        }
+        let overall = Outcomes { succeeded: w.succeeded, failed: w.failed, lead_time_total_ms: w.lead_time_total_ms };
+        let all_restores: Vec<u64> = w.restores.iter().map(|(_, ms)| *ms).collect();
         Ok(Performance {
             from: window.from,
             to: window.to,
@@ -565,7 +563,7 @@ impl OrchestratorHandle {
             duration: w.duration,
             queue_wait_mean_ms: w.queue_wait_mean_ms,
             utilization,
-            dora: Dora { overall: dora_of(&w), environments: env_dora },
+            dora: Dora { overall: dora_of(overall, &all_restores), environments: env_dora },
         })
     }
 
@@ -592,6 +590,7 @@ impl OrchestratorHandle {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // shaped for `map_err`
 fn join_error(e: tokio::task::JoinError) -> Error {
     Error::Store(crate::error::StoreError::Invalid(format!("analytics task failed: {e}")))
 }

@@ -200,7 +200,7 @@ async fn phase<T>(
             &format!("{phase} finished in {:.1?}", started.elapsed()),
         ),
         Err(Outcome::Failed { reason, .. }) => {
-            job.log(Level::Error, LogEvent::PhaseFinished, phase, &format!("{phase} failed: {reason}"))
+            job.log(Level::Error, LogEvent::PhaseFinished, phase, &format!("{phase} failed: {reason}"));
         }
         Err(_) => job.log(Level::Warn, LogEvent::PhaseFinished, phase, &format!("{phase} cancelled")),
     }
@@ -307,7 +307,7 @@ async fn execute(job: &AttemptJob) -> Result<(), Outcome> {
             ),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                job.log(Level::Warn, LogEvent::Action, Phase::Finalize, &format!("pruning failed (kept going): {e}"))
+                job.log(Level::Warn, LogEvent::Action, Phase::Finalize, &format!("pruning failed (kept going): {e}"));
             }
             Err(e) => job.log(Level::Warn, LogEvent::Action, Phase::Finalize, &format!("pruning task failed: {e}")),
         }

@@ -169,20 +169,17 @@ impl Releases {
                 gone.into_iter().map(|r| Write::ReleaseGone { environment: r.environment, name: r.name }).collect();
             self.persist.send(writes, Vec::new());
         }
-        match choose_rollback_target(&state.successful, failed, |n| dir.join(n).is_dir()) {
-            Some(target) => {
-                let name = target.name.clone();
-                switch_current(env, &name)?;
-                Ok(Restored::SwitchedTo(name))
+        if let Some(target) = choose_rollback_target(&state.successful, failed, |n| dir.join(n).is_dir()) {
+            let name = target.name.clone();
+            switch_current(env, &name)?;
+            Ok(Restored::SwitchedTo(name))
+        } else {
+            match fs::remove_file(env.current_link()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
-            None => {
-                match fs::remove_file(env.current_link()) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-                Ok(Restored::Removed)
-            }
+            Ok(Restored::Removed)
         }
     }
 

@@ -9,6 +9,7 @@
 //! JSON itself).
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 /// Whether `c` would be interpreted (not printed) by a terminal.
 pub fn is_dangerous(c: char) -> bool {
@@ -30,7 +31,7 @@ pub fn inert(text: &str) -> Cow<'_, str> {
             '\x7f' => out.push('\u{2421}'),
             '\u{80}'..='\u{9f}' => {
                 out.push('⟨');
-                out.push_str(&format!("{:02X}", c as u32));
+                let _ = write!(out, "{:02X}", c as u32);
                 out.push('⟩');
             }
             _ => out.push(c),

@@ -76,6 +76,7 @@ pub enum ArtifactKind {
 
 impl ArtifactKind {
     /// Decides by file name: `.tar`, `.tar.gz`/`.tgz`, `.zip`, anything else is a plain file.
+    #[allow(clippy::case_sensitive_file_extension_comparisons)] // `lower` is lowercased
     pub fn from_name(name: &str) -> Self {
         let lower = name.to_ascii_lowercase();
         if lower.ends_with(".tar.gz") || lower.ends_with(".tgz") {

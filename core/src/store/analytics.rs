@@ -7,7 +7,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::clock::to_ms;
 use crate::error::StoreError;
 use crate::metrics::{
-    BucketFigures, DurationStats, StoreFigures, TrendMetric, TrendSpec, Window, WindowFigures, percentile_index,
+    BucketFigures, DurationStats, Outcomes, StoreFigures, TrendMetric, TrendSpec, Window, WindowFigures,
+    percentile_index,
 };
 
 fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -15,37 +16,42 @@ fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 }
 
 /// Counts per status, retries, and the duration statistics of all finished non-cancelled ones.
+/// Counts and sums come from the trigger-kept `status_totals`; percentiles walk the partial
+/// duration index from its nearer end.
 pub(super) fn figures(c: &Connection) -> Result<StoreFigures, StoreError> {
     let tx = c.unchecked_transaction().map_err(err("begin read"))?;
     let mut out = StoreFigures::default();
+    let (mut timed, mut sum) = (0u64, 0f64);
     {
         let mut stmt = tx
-            .prepare_cached("SELECT status, count(*), total(attempt - 1) FROM deployments GROUP BY status")
-            .map_err(err("count statuses"))?;
-        let mut rows = stmt.query([]).map_err(err("count statuses"))?;
-        while let Some(row) = rows.next().map_err(err("count statuses"))? {
-            let status: String = row.get(0).map_err(err("count statuses"))?;
-            let n: i64 = row.get(1).map_err(err("count statuses"))?;
-            let retries: f64 = row.get(2).map_err(err("count statuses"))?;
-            out.counts.add(&status, n as u64);
-            out.total_retries += retries as u64;
+            .prepare_cached("SELECT status, deployments, retries, timed, duration_sum FROM status_totals")
+            .map_err(err("read totals"))?;
+        let mut rows = stmt.query([]).map_err(err("read totals"))?;
+        while let Some(row) = rows.next().map_err(err("read totals"))? {
+            let status: String = row.get(0).map_err(err("read totals"))?;
+            let n: i64 = row.get(1).map_err(err("read totals"))?;
+            out.counts.add(&status, n.max(0) as u64);
+            out.total_retries += row.get::<_, i64>(2).map_err(err("read totals"))?.max(0) as u64;
+            if matches!(status.as_str(), "succeeded" | "failed") {
+                timed += row.get::<_, i64>(3).map_err(err("read totals"))?.max(0) as u64;
+                sum += row.get::<_, i64>(4).map_err(err("read totals"))? as f64;
+            }
         }
     }
-    const FINISHED: &str = "status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL";
-    let (count, mean): (i64, Option<f64>) = tx
-        .prepare_cached(&format!("SELECT count(*), avg(duration_ms) FROM deployments WHERE {FINISHED}"))
-        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
-        .map_err(err("duration stats"))?;
     let at = |p: f64| -> Result<Option<u64>, StoreError> {
-        let Some(offset) = percentile_index(count as u64, p) else { return Ok(None) };
+        let Some(index) = percentile_index(timed, p) else { return Ok(None) };
+        let (order, offset) = if index <= timed / 2 { ("ASC", index) } else { ("DESC", timed - 1 - index) };
         tx.prepare_cached(&format!(
-            "SELECT duration_ms FROM deployments WHERE {FINISHED} ORDER BY duration_ms LIMIT 1 OFFSET ?1"
+            "SELECT duration_ms FROM deployments INDEXED BY deployments_by_duration \
+             WHERE status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
+             ORDER BY duration_ms {order} LIMIT 1 OFFSET ?1"
         ))
         .and_then(|mut s| s.query_row([offset as i64], |r| r.get::<_, i64>(0)).optional())
         .map(|v| v.map(|v| v.max(0) as u64))
         .map_err(err("duration percentile"))
     };
-    out.duration = DurationStats { count: count as u64, mean_ms: mean, p50_ms: at(50.0)?, p95_ms: at(95.0)? };
+    let mean_ms = (timed > 0).then(|| sum / timed as f64);
+    out.duration = DurationStats { count: timed, mean_ms, p50_ms: at(50.0)?, p95_ms: at(95.0)? };
     Ok(out)
 }
 
@@ -58,8 +64,7 @@ pub(super) fn window_figures(
     let tx = c.unchecked_transaction().map_err(err("begin read"))?;
     let (from, to, now) = (to_ms(w.from), to_ms(w.to), to_ms(now));
     let env = w.environment.as_deref();
-    let mut out = WindowFigures::default();
-
+    let mut out = WindowFigures { submitted: 0, ..WindowFigures::default() };
     out.submitted = tx
         .prepare_cached(
             "SELECT count(*) FROM deployments WHERE created_at >= ?1 AND created_at < ?2 AND (?3 IS NULL OR environment = ?3)",
@@ -70,22 +75,37 @@ pub(super) fn window_figures(
     {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT status, count(*), total(CASE WHEN status = 'succeeded' THEN max(0, finished_at - created_at) END) \
+                "SELECT environment, status, count(*), \
+                        total(CASE WHEN status = 'succeeded' THEN max(0, finished_at - created_at) END) \
                  FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 AND (?3 IS NULL OR environment = ?3) \
-                 GROUP BY status",
+                 GROUP BY environment, +status",
             )
             .map_err(err("count finished"))?;
         let mut rows = stmt.query(params![from, to, env]).map_err(err("count finished"))?;
         while let Some(row) = rows.next().map_err(err("count finished"))? {
-            let status: String = row.get(0).map_err(err("count finished"))?;
-            let n = row.get::<_, i64>(1).map_err(err("count finished"))? as u64;
+            let environment: String = row.get(0).map_err(err("count finished"))?;
+            let status: String = row.get(1).map_err(err("count finished"))?;
+            let n = row.get::<_, i64>(2).map_err(err("count finished"))? as u64;
+            let lead = row.get::<_, f64>(3).map_err(err("lead time"))? as u64;
+            let index = if let Some(i) = out.per_environment.iter().position(|(e, _)| *e == environment) {
+                i
+            } else {
+                out.per_environment.push((environment, Outcomes::default()));
+                out.per_environment.len() - 1
+            };
+            let entry = &mut out.per_environment[index].1;
             match status.as_str() {
                 "succeeded" => {
-                    out.succeeded = n;
-                    out.lead_time_total_ms = row.get::<_, f64>(2).map_err(err("lead time"))? as u64;
+                    out.succeeded += n;
+                    out.lead_time_total_ms += lead;
+                    entry.succeeded += n;
+                    entry.lead_time_total_ms += lead;
                 }
-                "failed" => out.failed = n,
-                "cancelled" => out.cancelled = n,
+                "failed" => {
+                    out.failed += n;
+                    entry.failed += n;
+                }
+                "cancelled" => out.cancelled += n,
                 _ => {}
             }
         }
@@ -94,7 +114,7 @@ pub(super) fn window_figures(
     let durations: Vec<u64> = tx
         .prepare_cached(
             "SELECT duration_ms FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 \
-             AND status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL AND (?3 IS NULL OR environment = ?3) \
+             AND +status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL AND (?3 IS NULL OR environment = ?3) \
              ORDER BY duration_ms",
         )
         .and_then(|mut s| {
@@ -121,14 +141,14 @@ pub(super) fn window_figures(
     out.busy_ms = tx
         .prepare_cached(
             "SELECT environment, total(busy) FROM ( \
-               SELECT d.environment AS environment, \
-                      max(0, min(a.started_at + coalesce(a.duration_ms, max(0, a.finished_at - a.started_at)), ?2) - max(a.started_at, ?1)) AS busy \
-               FROM attempts a JOIN deployments d ON d.id = a.deployment_id \
-               WHERE a.finished_at >= ?1 AND a.started_at IS NOT NULL AND a.started_at < ?2 \
+               SELECT environment, \
+                      max(0, min(started_at + coalesce(duration_ms, max(0, finished_at - started_at)), ?2) - max(started_at, ?1)) AS busy \
+               FROM attempts INDEXED BY attempts_by_finished \
+               WHERE finished_at >= ?1 AND started_at IS NOT NULL AND started_at < ?2 \
              UNION ALL \
-               SELECT d.environment, max(0, min(?4, ?2) - max(a.started_at, ?1)) \
-               FROM attempts a JOIN deployments d ON d.id = a.deployment_id \
-               WHERE a.finished_at IS NULL AND a.started_at IS NOT NULL AND a.started_at < ?2 \
+               SELECT environment, max(0, min(?4, ?2) - max(started_at, ?1)) \
+               FROM attempts INDEXED BY attempts_by_finished \
+               WHERE finished_at IS NULL AND started_at IS NOT NULL AND started_at < ?2 \
              ) WHERE (?3 IS NULL OR environment = ?3) GROUP BY environment",
         )
         .and_then(|mut s| {
@@ -143,47 +163,136 @@ pub(super) fn window_figures(
 
 /// Restore times of the failure episodes that started in the window: a failure whose previous
 /// finished non-cancelled deployment on the environment succeeded (or that has none), up to the
-/// next success there.
+/// next success there. One ordered scan of the window's outcomes, plus a lookup before the
+/// window per environment and after it for episodes still open at its end.
 fn restores(c: &Connection, from: i64, to: i64, env: Option<&str>) -> Result<Vec<(String, u64)>, StoreError> {
-    let rows: Vec<(String, i64, Option<String>, Option<i64>)> = c
-        .prepare_cached(
-            "WITH seq AS ( \
-               SELECT environment, status, finished_at, \
-                      LAG(status) OVER (PARTITION BY environment ORDER BY finished_at, id) AS prev \
-               FROM deployments \
-               WHERE status IN ('succeeded', 'failed') AND finished_at >= ?1 AND finished_at < ?2 \
-                 AND (?3 IS NULL OR environment = ?3)) \
-             SELECT environment, finished_at, prev, \
-                    (SELECT min(s.finished_at) FROM deployments s WHERE s.environment = seq.environment \
-                       AND s.status = 'succeeded' AND s.finished_at > seq.finished_at) \
-             FROM seq WHERE status = 'failed' AND (prev IS NULL OR prev = 'succeeded')",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![from, to, env], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(err("restore episodes"))?;
+    #[derive(Default)]
+    struct State {
+        seen: bool,
+        last_failed: bool,
+        open: Option<i64>,
+    }
+    let mut states: std::collections::BTreeMap<String, State> = std::collections::BTreeMap::new();
     let mut out = Vec::new();
-    for (environment, failed_at, prev, restored_at) in rows {
-        if prev.is_none() {
-            // First outcome of the window here: an episode starts only if the one before the
-            // window was not a failure too.
-            let before: Option<String> = c
+    let mut stmt = c
+        .prepare_cached(
+            "SELECT environment, status, finished_at FROM deployments \
+             WHERE finished_at >= ?1 AND finished_at < ?2 AND +status IN ('succeeded', 'failed') \
+               AND (?3 IS NULL OR environment = ?3) ORDER BY finished_at",
+        )
+        .map_err(err("restore episodes"))?;
+    let mut rows = stmt.query(params![from, to, env]).map_err(err("restore episodes"))?;
+    while let Some(row) = rows.next().map_err(err("restore episodes"))? {
+        let environment: String = row.get(0).map_err(err("restore episodes"))?;
+        let failed = row.get_ref(1).map_err(err("restore episodes"))?.as_str().is_ok_and(|s| s == "failed");
+        let at: i64 = row.get(2).map_err(err("restore episodes"))?;
+        let state = states.entry(environment.clone()).or_default();
+        if !state.seen {
+            state.seen = true;
+            state.last_failed = c
                 .prepare_cached(
-                    "SELECT status FROM deployments WHERE environment = ?1 AND status IN ('succeeded', 'failed') \
-                     AND finished_at < ?2 ORDER BY finished_at DESC, id DESC LIMIT 1",
+                    "SELECT status FROM deployments INDEXED BY deployments_by_env_outcome \
+                     WHERE environment = ?1 AND status IN ('succeeded', 'failed') AND finished_at < ?2 \
+                     ORDER BY finished_at DESC LIMIT 1",
                 )
-                .and_then(|mut s| s.query_row(params![environment, from], |r| r.get(0)).optional())
-                .map_err(err("episode start"))?;
-            if before.as_deref() == Some("failed") {
-                continue;
-            }
+                .and_then(|mut s| s.query_row(params![environment, from], |r| r.get::<_, String>(0)).optional())
+                .map_err(err("episode start"))?
+                .is_some_and(|s| s == "failed");
         }
-        if let Some(restored_at) = restored_at {
-            out.push((environment, (restored_at - failed_at).max(0) as u64));
+        if failed {
+            if !state.last_failed {
+                state.open = Some(at);
+            }
+        } else if let Some(started) = state.open.take() {
+            out.push((environment, (at - started).max(0) as u64));
+        }
+        state.last_failed = failed;
+    }
+    for (environment, state) in states {
+        let Some(started) = state.open else { continue };
+        let restored: Option<i64> = c
+            .prepare_cached(
+                "SELECT min(finished_at) FROM deployments INDEXED BY deployments_by_env_outcome \
+                 WHERE environment = ?1 AND status = 'succeeded' AND finished_at >= ?2",
+            )
+            .and_then(|mut s| s.query_row(params![environment, to], |r| r.get(0)))
+            .map_err(err("episode end"))?;
+        if let Some(restored) = restored {
+            out.push((environment, (restored - started).max(0) as u64));
         }
     }
     Ok(out)
+}
+
+/// Hour length in milliseconds; rollup tables are keyed by `ms / HOUR`.
+const HOUR: i64 = 3_600_000;
+/// Windows up to this long are aggregated from raw rows in one grouped query; longer ones use
+/// the hourly rollups plus raw rows for the partial hours at bucket edges.
+const RAW_WINDOW: i64 = 48 * HOUR;
+
+/// The three row families a trend metric is computed from.
+#[derive(Clone, Copy)]
+enum Family {
+    Finished,
+    Started,
+    Retries,
+}
+
+fn family(metric: TrendMetric) -> Family {
+    match metric {
+        TrendMetric::Deployments | TrendMetric::SuccessRate | TrendMetric::FailureRate | TrendMetric::Duration => {
+            Family::Finished
+        }
+        TrendMetric::QueueWait => Family::Started,
+        TrendMetric::Retries => Family::Retries,
+    }
+}
+
+fn read_figures(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<BucketFigures> {
+    Ok(BucketFigures {
+        count: row.get::<_, f64>(first)? as u64,
+        succeeded: row.get::<_, f64>(first + 1)? as u64,
+        failed: row.get::<_, f64>(first + 2)? as u64,
+        sum_ms: row.get::<_, f64>(first + 3)?,
+        valued: row.get::<_, f64>(first + 4)? as u64,
+    })
+}
+
+fn add(a: &mut BucketFigures, b: &BucketFigures) {
+    a.count += b.count;
+    a.succeeded += b.succeeded;
+    a.failed += b.failed;
+    a.sum_ms += b.sum_ms;
+    a.valued += b.valued;
+}
+
+/// Raw figures of the rows of one family in `[from, to)`.
+fn raw_range(
+    c: &Connection,
+    family: Family,
+    from: i64,
+    to: i64,
+    env: Option<&str>,
+) -> Result<BucketFigures, StoreError> {
+    let sql = match family {
+        Family::Finished => {
+            "SELECT count(*), total(status = 'succeeded'), total(status = 'failed'), total(duration_ms), \
+                    total(duration_ms IS NOT NULL) \
+             FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 AND +status IN ('succeeded', 'failed') \
+               AND (?3 IS NULL OR environment = ?3)"
+        }
+        Family::Started => {
+            "SELECT count(*), 0.0, 0.0, total(queue_wait_ms), total(queue_wait_ms IS NOT NULL) \
+             FROM deployments WHERE started_at >= ?1 AND started_at < ?2 AND (?3 IS NULL OR environment = ?3)"
+        }
+        Family::Retries => {
+            "SELECT count(*), 0.0, 0.0, 0.0, 0.0 FROM attempts INDEXED BY attempts_by_started \
+             WHERE started_at >= ?1 AND started_at < ?2 AND attempt > 1 AND (?3 IS NULL OR environment = ?3)"
+        }
+    };
+    c.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(params![from, to, env], |r| read_figures(r, 0)))
+        .map_err(err("trend range"))
 }
 
 /// Per-bucket raw figures of a trend.
@@ -191,25 +300,28 @@ pub(super) fn trend_figures(c: &Connection, spec: &TrendSpec) -> Result<Vec<Buck
     let tx = c.unchecked_transaction().map_err(err("begin read"))?;
     let from = to_ms(spec.window.from);
     let to = to_ms(spec.window.to);
-    let step = spec.period.delta().num_milliseconds();
     let env = spec.window.environment.as_deref();
+    let fam = family(spec.metric);
+    if to - from > RAW_WINDOW {
+        return rolled_up(&tx, spec, fam, env);
+    }
+    let step = spec.period.delta().num_milliseconds();
     let n = spec.buckets().len();
     let mut out = vec![BucketFigures::default(); n];
-    let sql = match spec.metric {
-        TrendMetric::Deployments | TrendMetric::SuccessRate | TrendMetric::FailureRate | TrendMetric::Duration => {
+    let sql = match fam {
+        Family::Finished => {
             "SELECT (finished_at - ?1) / ?4, count(*), total(status = 'succeeded'), total(status = 'failed'), \
-                    total(duration_ms), count(duration_ms) \
-             FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 AND status IN ('succeeded', 'failed') \
+                    total(duration_ms), total(duration_ms IS NOT NULL) \
+             FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 AND +status IN ('succeeded', 'failed') \
                AND (?3 IS NULL OR environment = ?3) GROUP BY 1"
         }
-        TrendMetric::QueueWait => {
-            "SELECT (started_at - ?1) / ?4, count(*), 0, 0, total(queue_wait_ms), count(queue_wait_ms) \
+        Family::Started => {
+            "SELECT (started_at - ?1) / ?4, count(*), 0.0, 0.0, total(queue_wait_ms), total(queue_wait_ms IS NOT NULL) \
              FROM deployments WHERE started_at >= ?1 AND started_at < ?2 AND (?3 IS NULL OR environment = ?3) GROUP BY 1"
         }
-        TrendMetric::Retries => {
-            "SELECT (a.started_at - ?1) / ?4, count(*), 0, 0, 0, 0 \
-             FROM attempts a JOIN deployments d ON d.id = a.deployment_id \
-             WHERE a.attempt > 1 AND a.started_at >= ?1 AND a.started_at < ?2 AND (?3 IS NULL OR d.environment = ?3) \
+        Family::Retries => {
+            "SELECT (started_at - ?1) / ?4, count(*), 0.0, 0.0, 0.0, 0.0 FROM attempts INDEXED BY attempts_by_started \
+             WHERE started_at >= ?1 AND started_at < ?2 AND attempt > 1 AND (?3 IS NULL OR environment = ?3) \
              GROUP BY 1"
         }
     };
@@ -217,14 +329,65 @@ pub(super) fn trend_figures(c: &Connection, spec: &TrendSpec) -> Result<Vec<Buck
     let mut rows = stmt.query(params![from, to, env, step]).map_err(err("trend"))?;
     while let Some(row) = rows.next().map_err(err("trend"))? {
         let b: i64 = row.get(0).map_err(err("trend"))?;
-        let Some(slot) = usize::try_from(b).ok().and_then(|b| out.get_mut(b)) else { continue };
-        *slot = BucketFigures {
-            count: row.get::<_, i64>(1).map_err(err("trend"))? as u64,
-            succeeded: row.get::<_, f64>(2).map_err(err("trend"))? as u64,
-            failed: row.get::<_, f64>(3).map_err(err("trend"))? as u64,
-            sum_ms: row.get::<_, f64>(4).map_err(err("trend"))?,
-            valued: row.get::<_, i64>(5).map_err(err("trend"))? as u64,
-        };
+        if let Some(slot) = usize::try_from(b).ok().and_then(|b| out.get_mut(b)) {
+            *slot = read_figures(row, 1).map_err(err("trend"))?;
+        }
+    }
+    Ok(out)
+}
+
+/// Long windows: whole hours from the rollups, partial hours at bucket edges from raw rows.
+fn rolled_up(
+    c: &Connection,
+    spec: &TrendSpec,
+    fam: Family,
+    env: Option<&str>,
+) -> Result<Vec<BucketFigures>, StoreError> {
+    let from = to_ms(spec.window.from);
+    let to = to_ms(spec.window.to);
+    let (first_hour, end_hour) = (from.div_euclid(HOUR) + 1, to.div_euclid(HOUR));
+    let sql = match fam {
+        Family::Finished => {
+            "SELECT hour, total(succeeded) + total(failed), total(succeeded), total(failed), total(duration_sum), total(timed) \
+             FROM finished_hours WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR environment = ?3) GROUP BY hour"
+        }
+        Family::Started => {
+            "SELECT hour, total(started), 0.0, 0.0, total(wait_sum), total(waited) \
+             FROM started_hours WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR environment = ?3) GROUP BY hour"
+        }
+        Family::Retries => {
+            "SELECT hour, total(retries), 0.0, 0.0, 0.0, 0.0 \
+             FROM retry_hours WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR environment = ?3) GROUP BY hour"
+        }
+    };
+    let hours: Vec<(i64, BucketFigures)> = c
+        .prepare_cached(sql)
+        .and_then(|mut s| {
+            s.query_map(params![from.div_euclid(HOUR), end_hour + 1, env], |r| Ok((r.get(0)?, read_figures(r, 1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(err("trend rollup"))?;
+    let _ = first_hour;
+    let mut out = Vec::new();
+    for (start, end) in spec.buckets() {
+        let (s, e) = (to_ms(start), to_ms(end));
+        // Whole hours [hs, he) inside the bucket; the rest of the bucket is read raw.
+        let hs = s.div_euclid(HOUR) + i64::from(s.rem_euclid(HOUR) != 0);
+        let he = e.div_euclid(HOUR);
+        let mut figures = BucketFigures::default();
+        if hs < he {
+            for (_, f) in hours.iter().filter(|(h, _)| *h >= hs && *h < he) {
+                add(&mut figures, f);
+            }
+            for (a, b) in [(s, hs * HOUR), (he * HOUR, e)] {
+                if a < b {
+                    add(&mut figures, &raw_range(c, fam, a, b, env)?);
+                }
+            }
+        } else {
+            figures = raw_range(c, fam, s, e, env)?;
+        }
+        out.push(figures);
     }
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! The durable store: the `Store` trait, its records, and the group-committing writer.
 //!
-//! The trait is synchronous and object-safe: SQLite is embedded and fast; a later PostgreSQL
+//! The trait is synchronous and object-safe: `SQLite` is embedded and fast; a later `PostgreSQL`
 //! store can implement the same operations. Writes are applied in batches by one thread (the
 //! persister), which is what makes group commit possible; reads may come from any thread.
 

@@ -125,6 +125,7 @@ fn commit_batch(store: &dyn Store, published: &Published, batch: &mut Vec<Persis
     }
 }
 
+#[allow(clippy::match_same_arms)] // the arms differ in their reasons, kept apart for clarity
 fn finish(published: &Published, msg: PersistMsg, result: Result<Vec<WriteOutcome>, StoreError>) {
     match &result {
         Ok(outcomes) if outcomes.iter().all(|o| *o == WriteOutcome::Done) => published.publish(msg.events),

@@ -1,4 +1,4 @@
-//! The SQLite store: WAL mode, `synchronous = FULL`, one writer connection used by the persister
+//! The `SQLite` store: WAL mode, `synchronous = FULL`, one writer connection used by the persister
 //! thread and a small pool of reader connections.
 //!
 //! Times are stored as integer milliseconds since the Unix epoch (UTC), which keeps range
@@ -56,7 +56,7 @@ CREATE TABLE deployments (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     queue_wait_ms INTEGER
 );
-CREATE INDEX deployments_by_created ON deployments (created_at DESC, id DESC);
+CREATE INDEX deployments_by_created ON deployments (created_at DESC, id DESC, environment);
 CREATE INDEX deployments_by_env_created ON deployments (environment, created_at DESC, id DESC);
 CREATE INDEX deployments_by_status ON deployments (status, created_at DESC);
 CREATE INDEX deployments_by_finished ON deployments (finished_at, status, environment, duration_ms, created_at)
@@ -66,9 +66,46 @@ CREATE INDEX deployments_by_env_outcome ON deployments (environment, status, fin
 CREATE INDEX deployments_by_duration ON deployments (duration_ms)
     WHERE status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL;
 
+-- Exact running totals per status, kept by triggers in the same transaction as every change,
+-- so that metrics over any number of deployments cost a few row reads.
+CREATE TABLE status_totals (
+    status TEXT PRIMARY KEY NOT NULL,
+    deployments INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    timed INTEGER NOT NULL,
+    duration_sum INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER status_totals_insert AFTER INSERT ON deployments BEGIN
+    INSERT INTO status_totals (status, deployments, retries, timed, duration_sum)
+    VALUES (NEW.status, 1, NEW.attempt - 1, NEW.duration_ms IS NOT NULL, coalesce(NEW.duration_ms, 0))
+    ON CONFLICT (status) DO UPDATE SET
+        deployments = deployments + 1,
+        retries = retries + excluded.retries,
+        timed = timed + excluded.timed,
+        duration_sum = duration_sum + excluded.duration_sum;
+END;
+CREATE TRIGGER status_totals_update AFTER UPDATE ON deployments
+WHEN OLD.status IS NOT NEW.status OR OLD.attempt IS NOT NEW.attempt OR OLD.duration_ms IS NOT NEW.duration_ms BEGIN
+    UPDATE status_totals SET
+        deployments = deployments - 1,
+        retries = retries - (OLD.attempt - 1),
+        timed = timed - (OLD.duration_ms IS NOT NULL),
+        duration_sum = duration_sum - coalesce(OLD.duration_ms, 0)
+    WHERE status = OLD.status;
+    INSERT INTO status_totals (status, deployments, retries, timed, duration_sum)
+    VALUES (NEW.status, 1, NEW.attempt - 1, NEW.duration_ms IS NOT NULL, coalesce(NEW.duration_ms, 0))
+    ON CONFLICT (status) DO UPDATE SET
+        deployments = deployments + 1,
+        retries = retries + excluded.retries,
+        timed = timed + excluded.timed,
+        duration_sum = duration_sum + excluded.duration_sum;
+END;
+
 CREATE TABLE attempts (
     deployment_id TEXT NOT NULL,
     attempt INTEGER NOT NULL,
+    -- Copied from the deployment so that analytics need no join.
+    environment TEXT NOT NULL,
     queued_at INTEGER NOT NULL,
     started_at INTEGER,
     finished_at INTEGER,
@@ -77,8 +114,102 @@ CREATE TABLE attempts (
     duration_ms INTEGER,
     PRIMARY KEY (deployment_id, attempt)
 ) WITHOUT ROWID;
-CREATE INDEX attempts_by_started ON attempts (started_at);
-CREATE INDEX attempts_by_finished ON attempts (finished_at);
+CREATE INDEX attempts_by_started ON attempts (started_at, attempt, environment);
+CREATE INDEX attempts_by_finished ON attempts (finished_at, started_at, duration_ms, environment);
+
+-- Hourly rollups (hour = ms / 3600000, UTC) kept exact by triggers: long trend windows read
+-- these plus the raw rows of the partial hours at bucket edges.
+CREATE TABLE finished_hours (
+    environment TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL,
+    timed INTEGER NOT NULL,
+    duration_sum INTEGER NOT NULL,
+    PRIMARY KEY (environment, hour)
+) WITHOUT ROWID;
+CREATE TRIGGER finished_hours_insert AFTER INSERT ON deployments WHEN NEW.finished_at IS NOT NULL BEGIN
+    INSERT INTO finished_hours (environment, hour, succeeded, failed, cancelled, timed, duration_sum) VALUES (NEW.environment, NEW.finished_at / 3600000, NEW.status = 'succeeded', NEW.status = 'failed', NEW.status = 'cancelled', (NEW.status IN ('succeeded', 'failed') AND NEW.duration_ms IS NOT NULL), CASE WHEN NEW.status IN ('succeeded', 'failed') THEN coalesce(NEW.duration_ms, 0) ELSE 0 END)
+    ON CONFLICT (environment, hour) DO UPDATE SET
+        succeeded = succeeded + excluded.succeeded,
+        failed = failed + excluded.failed,
+        cancelled = cancelled + excluded.cancelled,
+        timed = timed + excluded.timed,
+        duration_sum = duration_sum + excluded.duration_sum;
+END;
+CREATE TRIGGER finished_hours_remove AFTER UPDATE ON deployments
+WHEN OLD.finished_at IS NOT NULL AND (OLD.status IS NOT NEW.status OR OLD.finished_at IS NOT NEW.finished_at OR OLD.duration_ms IS NOT NEW.duration_ms) BEGIN
+    UPDATE finished_hours SET
+        succeeded = succeeded - (OLD.status = 'succeeded'),
+        failed = failed - (OLD.status = 'failed'),
+        cancelled = cancelled - (OLD.status = 'cancelled'),
+        timed = timed - (OLD.status IN ('succeeded', 'failed') AND OLD.duration_ms IS NOT NULL),
+        duration_sum = duration_sum - CASE WHEN OLD.status IN ('succeeded', 'failed') THEN coalesce(OLD.duration_ms, 0) ELSE 0 END
+    WHERE environment = OLD.environment AND hour = OLD.finished_at / 3600000;
+END;
+CREATE TRIGGER finished_hours_add AFTER UPDATE ON deployments
+WHEN NEW.finished_at IS NOT NULL AND (OLD.status IS NOT NEW.status OR OLD.finished_at IS NOT NEW.finished_at OR OLD.duration_ms IS NOT NEW.duration_ms) BEGIN
+    INSERT INTO finished_hours (environment, hour, succeeded, failed, cancelled, timed, duration_sum) VALUES (NEW.environment, NEW.finished_at / 3600000, NEW.status = 'succeeded', NEW.status = 'failed', NEW.status = 'cancelled', (NEW.status IN ('succeeded', 'failed') AND NEW.duration_ms IS NOT NULL), CASE WHEN NEW.status IN ('succeeded', 'failed') THEN coalesce(NEW.duration_ms, 0) ELSE 0 END)
+    ON CONFLICT (environment, hour) DO UPDATE SET
+        succeeded = succeeded + excluded.succeeded,
+        failed = failed + excluded.failed,
+        cancelled = cancelled + excluded.cancelled,
+        timed = timed + excluded.timed,
+        duration_sum = duration_sum + excluded.duration_sum;
+END;
+
+CREATE TABLE started_hours (
+    environment TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    started INTEGER NOT NULL,
+    waited INTEGER NOT NULL,
+    wait_sum INTEGER NOT NULL,
+    PRIMARY KEY (environment, hour)
+) WITHOUT ROWID;
+CREATE TRIGGER started_hours_insert AFTER INSERT ON deployments WHEN NEW.started_at IS NOT NULL BEGIN
+    INSERT INTO started_hours (environment, hour, started, waited, wait_sum) VALUES (NEW.environment, NEW.started_at / 3600000, 1, NEW.queue_wait_ms IS NOT NULL, coalesce(NEW.queue_wait_ms, 0))
+    ON CONFLICT (environment, hour) DO UPDATE SET
+        started = started + excluded.started,
+        waited = waited + excluded.waited,
+        wait_sum = wait_sum + excluded.wait_sum;
+END;
+CREATE TRIGGER started_hours_remove AFTER UPDATE ON deployments
+WHEN OLD.started_at IS NOT NULL AND (OLD.started_at IS NOT NEW.started_at OR OLD.queue_wait_ms IS NOT NEW.queue_wait_ms) BEGIN
+    UPDATE started_hours SET
+        started = started - 1,
+        waited = waited - (OLD.queue_wait_ms IS NOT NULL),
+        wait_sum = wait_sum - coalesce(OLD.queue_wait_ms, 0)
+    WHERE environment = OLD.environment AND hour = OLD.started_at / 3600000;
+END;
+CREATE TRIGGER started_hours_add AFTER UPDATE ON deployments
+WHEN NEW.started_at IS NOT NULL AND (OLD.started_at IS NOT NEW.started_at OR OLD.queue_wait_ms IS NOT NEW.queue_wait_ms) BEGIN
+    INSERT INTO started_hours (environment, hour, started, waited, wait_sum) VALUES (NEW.environment, NEW.started_at / 3600000, 1, NEW.queue_wait_ms IS NOT NULL, coalesce(NEW.queue_wait_ms, 0))
+    ON CONFLICT (environment, hour) DO UPDATE SET
+        started = started + excluded.started,
+        waited = waited + excluded.waited,
+        wait_sum = wait_sum + excluded.wait_sum;
+END;
+
+CREATE TABLE retry_hours (
+    environment TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    PRIMARY KEY (environment, hour)
+) WITHOUT ROWID;
+CREATE TRIGGER retry_hours_insert AFTER INSERT ON attempts WHEN NEW.attempt > 1 AND NEW.started_at IS NOT NULL BEGIN
+    INSERT INTO retry_hours (environment, hour, retries) VALUES (NEW.environment, NEW.started_at / 3600000, 1)
+    ON CONFLICT (environment, hour) DO UPDATE SET retries = retries + excluded.retries;
+END;
+CREATE TRIGGER retry_hours_remove AFTER UPDATE ON attempts
+WHEN OLD.attempt > 1 AND OLD.started_at IS NOT NULL AND OLD.started_at IS NOT NEW.started_at BEGIN
+    UPDATE retry_hours SET retries = retries - 1 WHERE environment = OLD.environment AND hour = OLD.started_at / 3600000;
+END;
+CREATE TRIGGER retry_hours_add AFTER UPDATE ON attempts
+WHEN NEW.attempt > 1 AND NEW.started_at IS NOT NULL AND OLD.started_at IS NOT NEW.started_at BEGIN
+    INSERT INTO retry_hours (environment, hour, retries) VALUES (NEW.environment, NEW.started_at / 3600000, 1)
+    ON CONFLICT (environment, hour) DO UPDATE SET retries = retries + excluded.retries;
+END;
 
 CREATE TABLE transitions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -130,8 +261,12 @@ fn unusable(path: &Path, message: impl Into<String>) -> StoreError {
 
 fn configure(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| unusable(path, e.to_string()))?;
-    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
-        .map_err(|e| unusable(path, e.to_string()))
+    // Memory-mapped reads and a 16 MiB page cache per connection keep history and analytics
+    // queries off the read(2) path.
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; PRAGMA mmap_size = 268435456; PRAGMA cache_size = -16384;",
+    )
+    .map_err(|e| unusable(path, e.to_string()))
 }
 
 impl SqliteStore {
@@ -183,17 +318,16 @@ impl SqliteStore {
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(StoreError::sqlite("open reader"))?;
-                configure(&c, &self.path)?;
-                c
-            }
+        let conn = if let Some(c) = pooled {
+            c
+        } else {
+            let c = Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(StoreError::sqlite("open reader"))?;
+            configure(&c, &self.path)?;
+            c
         };
         let result = f(&conn);
         let mut pool = self.readers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -395,8 +529,12 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<WriteOutco
         }
         Write::Attempt(a) => {
             tx.prepare_cached(
-                "INSERT OR REPLACE INTO attempts (deployment_id, attempt, queued_at, started_at, finished_at, outcome, error, duration_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO attempts \
+                 (deployment_id, attempt, environment, queued_at, started_at, finished_at, outcome, error, duration_ms) \
+                 VALUES (?1, ?2, (SELECT environment FROM deployments WHERE id = ?1), ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (deployment_id, attempt) DO UPDATE SET queued_at = excluded.queued_at, \
+                 started_at = excluded.started_at, finished_at = excluded.finished_at, outcome = excluded.outcome, \
+                 error = excluded.error, duration_ms = excluded.duration_ms",
             )
             .and_then(|mut s| {
                 s.execute(params![
