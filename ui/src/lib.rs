@@ -16,6 +16,7 @@ pub mod keys;
 pub mod logtail;
 pub mod paths;
 pub mod state;
+pub mod testing;
 pub mod text;
 pub mod theme;
 pub mod trends;

@@ -66,7 +66,9 @@ pub struct QueueState {
     pub selected_id: Option<DeploymentId>,
     /// The first row shown.
     pub offset: usize,
-    /// Include finished deployments (`a`).
+    /// Include every finished deployment, paging older ones in from the store (`a`); without
+    /// it, finished ones stay listed for [`RECENT_MINUTES`] so that a result does not vanish
+    /// under the cursor.
     pub show_finished: bool,
     /// The filter text as typed, and parsed.
     pub filter_text: String,
@@ -77,6 +79,9 @@ pub struct QueueState {
     pub live: usize,
     pub running: usize,
 }
+
+/// Finished deployments stay in the default queue view this long.
+pub const RECENT_MINUTES: i64 = 5;
 
 /// The environments pane: the selection (the target of `p` and `L`).
 #[derive(Debug, Clone, Default)]

@@ -15,7 +15,7 @@ use crate::action::{Action, Effect, Submission};
 use crate::filter::Filter;
 use crate::state::{
     AppState, Confirm, DetailState, Flash, FormField, FormState, HISTORY_CAP, LOG_RING, LogTarget, Mode, Pane,
-    PathStatus, Prompt, PromptKind,
+    PathStatus, Prompt, PromptKind, RECENT_MINUTES,
 };
 use crate::trends::TrendSeries;
 use crate::view::{self, areas_of, table_rows};
@@ -145,8 +145,12 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
         Action::ToggleFinished => {
             state.queue.show_finished = !state.queue.show_finished;
             state.queue.dirty = true;
-            let text = if state.queue.show_finished { "showing finished deployments too" } else { "showing live only" };
-            flash(state, text.into(), false);
+            let text = if state.queue.show_finished {
+                "showing all finished deployments (older ones load as you scroll down)".to_owned()
+            } else {
+                format!("showing live deployments and those finished in the last {RECENT_MINUTES} min")
+            };
+            flash(state, text, false);
         }
         Action::PrevAttempt => attempt(state, false),
         Action::NextAttempt => attempt(state, true),
@@ -228,6 +232,8 @@ fn flash(state: &mut AppState, text: String, error: bool) {
 
 fn tick(state: &mut AppState, now: chrono::DateTime<chrono::Utc>, fx: &mut Vec<Effect>) {
     state.now = now;
+    // Ages, countdowns and the "recently finished" cut move with the clock.
+    state.queue.dirty = true;
     if state.flash.as_ref().is_some_and(|f| now >= f.until) {
         state.flash = None;
     }
@@ -294,6 +300,7 @@ fn order(a: &DeploymentView, b: &DeploymentView) -> Ordering {
 fn rebuild_rows(state: &mut AppState) {
     let q = &mut state.queue;
     let finished = q.show_finished || q.filter.names_statuses();
+    let recent = state.now - TimeDelta::minutes(RECENT_MINUTES);
     let mut rows: Vec<Arc<DeploymentView>> = Vec::with_capacity(state.deployments.len());
     let (mut live, mut running) = (0, 0);
     for d in state.deployments.values() {
@@ -303,7 +310,8 @@ fn rebuild_rows(state: &mut AppState) {
                 running += 1;
             }
         }
-        if (finished || !d.is_terminal()) && q.filter.matches(d) {
+        let listed = finished || d.finished_at.is_none_or(|t| t >= recent);
+        if listed && q.filter.matches(d) {
             rows.push(Arc::clone(d));
         }
     }

@@ -90,7 +90,7 @@ pub fn render(state: &AppState, area: Rect, frame: &mut Frame) {
     let q = &state.queue;
     let mut note = vec![Span::raw(format!(" live {} · running {} · ", q.live, q.running))];
     if q.show_finished {
-        note.push(Span::styled("+finished ", theme::dim()));
+        note.push(Span::styled("all finished · ", theme::dim()));
     }
     if !q.filter_text.is_empty() {
         note.push(Span::styled(format!("/{} ", crate::text::truncate(&clean(&q.filter_text), 24)), theme::warn()));
@@ -131,7 +131,7 @@ pub fn render(state: &AppState, area: Rect, frame: &mut Frame) {
         } else if state.deployments.is_empty() {
             "no deployments yet: press n to deploy, or POST /api/v1/deployments".to_owned()
         } else {
-            "nothing live: press a to show finished deployments".to_owned()
+            "nothing live or recent: press a to show all finished deployments".to_owned()
         };
         lines.push(Line::styled(text, theme::dim()));
     }
