@@ -33,7 +33,7 @@ pub const GROUPS: &[(&str, &[(&str, &str)])] = &[
             ("r", "retry a failed or cancelled deployment"),
             ("+ -", "raise / lower priority"),
             ("/", "filter: words, status:failed,queued, env:staging"),
-            ("a", "all finished (default: live + last 5 min); scroll down for older"),
+            ("a", "every finished one, not only the last 5 min"),
         ],
     ),
     (

@@ -88,16 +88,22 @@ fn info(state: &AppState, d: &DeploymentView) -> String {
 /// Draws the queue table with its position in the title.
 pub fn render(state: &AppState, area: Rect, frame: &mut Frame) {
     let q = &state.queue;
-    let mut note = vec![Span::raw(format!(" live {} · running {} · ", q.live, q.running))];
+    let position =
+        if q.rows.is_empty() { "row 0/0 ".to_owned() } else { format!("row {}/{} ", q.selected + 1, q.rows.len()) };
+    // Parts of the title note, least important first: dropped from the front when narrow.
+    let mut parts: Vec<Span> = vec![Span::raw(format!(" live {} · running {} ·", q.live, q.running))];
     if q.show_finished {
-        note.push(Span::styled("all finished · ", theme::dim()));
+        parts.push(Span::styled(" all finished ·", theme::dim()));
     }
     if !q.filter_text.is_empty() {
-        note.push(Span::styled(format!("/{} ", crate::text::truncate(&clean(&q.filter_text), 24)), theme::warn()));
+        parts.push(Span::styled(format!(" /{}", crate::text::truncate(&clean(&q.filter_text), 24)), theme::warn()));
     }
-    let position =
-        if q.rows.is_empty() { "row 0/0".to_owned() } else { format!("row {}/{}", q.selected + 1, q.rows.len()) };
-    note.push(Span::styled(format!("{position} "), Style::new()));
+    parts.push(Span::raw(format!(" {position}")));
+    let room = usize::from(area.width).saturating_sub(crate::text::width(Pane::Queue.title()) + 6);
+    while parts.len() > 1 && parts.iter().map(|p| crate::text::width(&p.content)).sum::<usize>() > room {
+        parts.remove(0);
+    }
+    let note = parts;
     let block = pane_block(state, Pane::Queue, Line::from(note));
     let inner = block.inner(area);
     frame.render_widget(block, area);
