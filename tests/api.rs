@@ -749,8 +749,9 @@ async fn idempotency_key_returns_the_first_deployment() {
         }
     };
     let answers = futures::future::join_all((0..5).map(|_| post("k-1", body.clone()))).await;
+    assert!(answers.iter().all(|(status, _, _)| *status == StatusCode::ACCEPTED), "{answers:?}");
     let ids: std::collections::HashSet<_> = answers.iter().map(|(_, _, a)| a["id"].clone()).collect();
-    assert_eq!(ids.len(), 1, "concurrent identical submissions made {ids:?}");
+    assert_eq!(ids.len(), 1, "concurrent identical submissions made {answers:?}");
     assert_eq!(answers.iter().filter(|(_, _, a)| a["created"] == true).count(), 1);
     let (status, headers, again) = post("k-1", body.clone()).await;
     assert_eq!((status, again["created"].as_bool()), (StatusCode::ACCEPTED, Some(false)));

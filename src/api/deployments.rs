@@ -463,7 +463,7 @@ fn drain_in_background(mut body: axum::body::BodyDataStream) {
 /// The status of a deployment: phase, step k of n, percent, attempts, timings, error, wait
 /// reason, next retry time.
 #[utoipa::path(get, path = "/api/v1/deployments/{id}/status", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id (ULID)")),
+    params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "The deployment", body = DeploymentDoc),
         (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
@@ -481,7 +481,7 @@ pub async fn status(
 
 /// A deployment with every attempt and transition (its timeline).
 #[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id (ULID)")),
+    params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "The deployment and its timeline", body = DetailResponse),
         (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
@@ -527,7 +527,7 @@ pub async fn detail(
 /// Cancels a queued, waiting or running deployment; a running one is killed and rolled back
 /// before the answer. 409 names the state when it cannot be cancelled.
 #[utoipa::path(put, path = "/api/v1/deployments/{id}/cancel", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id (ULID)")),
+    params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "Cancelled; the new state", body = DeploymentDoc),
         (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
@@ -548,7 +548,7 @@ pub async fn cancel(
 
 /// Queues a new attempt of a failed or cancelled deployment at once.
 #[utoipa::path(post, path = "/api/v1/deployments/{id}/retry", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id (ULID)")),
+    params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "Queued again; the new state", body = DeploymentDoc),
         (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
@@ -572,7 +572,7 @@ pub async fn retry(
 
 /// Manual rollback of a succeeded deployment: re-activates the previous successful release.
 #[utoipa::path(post, path = "/api/v1/deployments/{id}/rollback", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id (ULID)")),
+    params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "Rolled back", body = RollbackResponse),
         (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
@@ -598,7 +598,7 @@ pub async fn rollback(
 
 /// Changes the priority of a deployment that has not finished.
 #[utoipa::path(put, path = "/api/v1/deployments/{id}/priority", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id (ULID)")),
+    params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     request_body = PriorityBody,
     responses(
         (status = 200, description = "The deployment with its new priority", body = DeploymentDoc),

@@ -33,8 +33,20 @@ const SHUTDOWN_CHECK: Duration = Duration::from_millis(500);
 #[into_params(parameter_in = Query)]
 pub struct EventParams {
     /// Resume after this event id (for clients that cannot send the `Last-Event-ID` header).
-    #[param(value_type = Option<u64>, minimum = 0)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub last_event_id: Option<String>,
+}
+
+/// One server-sent event as schemathesis and other clients parse it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ServerSentEvent)]
+pub struct SseEventDoc {
+    /// The event's sequence number (send it back as `Last-Event-ID`).
+    pub id: String,
+    /// `deployment`, `environment` or `reset`.
+    pub event: String,
+    /// JSON text: an Event (`deployment`, `environment`) or a snapshot (`reset`).
+    pub data: String,
 }
 
 #[derive(Serialize)]
@@ -48,10 +60,10 @@ struct Reset<'a> {
 #[utoipa::path(get, path = "/api/v1/events", tag = "meta",
     params(
         EventParams,
-        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event id"),
     ),
     responses(
-        (status = 200, description = "text/event-stream of `deployment`, `environment` and `reset` events", content_type = "text/event-stream", body = String),
+        (status = 200, description = "text/event-stream of `deployment`, `environment` and `reset` events", content_type = "text/event-stream", body = SseEventDoc),
         (status = 400, description = "Last-Event-ID is not a number", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
     ))]

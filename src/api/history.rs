@@ -29,10 +29,10 @@ pub const DEFAULT_LIMIT: u32 = 50;
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Page size, default 50, capped at 500 (the answer's `limit` says what applied).
-    #[param(value_type = Option<u32>, minimum = 0)]
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub limit: Option<String>,
-    /// Items to skip, default 0.
-    #[param(value_type = Option<u64>, minimum = 0)]
+    /// Items to skip, default 0, at most 2^63 - 1.
+    #[param(value_type = Option<i64>, minimum = 0)]
     pub offset: Option<String>,
     /// One status or a comma-separated list (any case): `queued`, `running`, `rolling_back`,
     /// `retry_wait`, `succeeded`, `failed`, `cancelled`.
@@ -59,13 +59,14 @@ pub struct HistoryResponse {
     pub offset: u64,
 }
 
-/// Parses a non-negative integer parameter, naming it on failure.
+/// Parses a non-negative integer parameter (at most `i64::MAX`, the store's bound), naming it
+/// on failure.
 pub fn parse_count(name: &str, text: &str) -> Result<u64, ApiError> {
     let t = text.trim();
     if t.starts_with('-') {
         return Err(ApiError::invalid_parameter(name, format!("'{t}' is negative; expected 0 or more")));
     }
-    t.parse::<u64>().map_err(|e| {
+    let n = t.parse::<u64>().map_err(|e| {
         let shown: String = t.chars().take(40).collect();
         let why = if matches!(e.kind(), std::num::IntErrorKind::PosOverflow) {
             "is too large"
@@ -73,7 +74,11 @@ pub fn parse_count(name: &str, text: &str) -> Result<u64, ApiError> {
             "is not a whole number"
         };
         ApiError::invalid_parameter(name, format!("'{shown}' {why}"))
-    })
+    })?;
+    if i64::try_from(n).is_err() {
+        return Err(ApiError::invalid_parameter(name, format!("'{n}' is too large (at most 2^63 - 1)")));
+    }
+    Ok(n)
 }
 
 /// Parses an RFC 3339 time parameter.

@@ -43,7 +43,7 @@ const MAX_RECORD: usize = 1024 * 1024;
 pub struct LogParams {
     /// `json` (JSON Lines, the default) or `text` (one human line per record, control
     /// characters made visible).
-    #[param(value_type = Option<String>, pattern = "^(?i:json|text)$")]
+    #[param(value_type = Option<String>, pattern = "^([Jj][Ss][Oo][Nn]|[Tt][Ee][Xx][Tt])$")]
     pub format: Option<String>,
     /// Attempt number, from 1 (default: the latest; with `follow`, later attempts follow).
     #[param(value_type = Option<u32>, minimum = 1)]
@@ -77,7 +77,7 @@ pub fn parse_bool(name: &str, text: &str) -> Result<bool, ApiError> {
 
 /// An attempt's log; see the module documentation for formats and follow.
 #[utoipa::path(get, path = "/api/v1/deployments/{id}/logs", tag = "deployments",
-    params(("id" = String, Path, description = "Deployment id (ULID)"), LogParams),
+    params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"), LogParams),
     responses(
         (status = 200, description = "The log, streamed", content(
             (String = "application/x-ndjson"),

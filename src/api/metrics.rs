@@ -40,8 +40,12 @@ pub struct PerformanceParams {
 #[into_params(parameter_in = Query)]
 pub struct TrendParams {
     /// `deployments`, `success_rate`, `failure_rate`, `duration`, `queue_wait` or `retries` (any case).
+    #[param(
+        pattern = "^([Dd][Ee][Pp][Ll][Oo][Yy][Mm][Ee][Nn][Tt][Ss]|[Ss][Uu][Cc][Cc][Ee][Ss][Ss]_[Rr][Aa][Tt][Ee]|[Ff][Aa][Ii][Ll][Uu][Rr][Ee]_[Rr][Aa][Tt][Ee]|[Dd][Uu][Rr][Aa][Tt][Ii][Oo][Nn]|[Qq][Uu][Ee][Uu][Ee]_[Ww][Aa][Ii][Tt]|[Rr][Ee][Tt][Rr][Ii][Ee][Ss])$"
+    )]
     pub metric: String,
     /// minute, hour (default) or day: the bucket width.
+    #[param(pattern = "^([Mm][Ii][Nn][Uu][Tt][Ee]|[Hh][Oo][Uu][Rr]|[Dd][Aa][Yy])$")]
     pub period: Option<String>,
     /// Window start (RFC 3339); default: 1 h, 24 h or 30 days before `to` for minute, hour, day.
     #[param(value_type = Option<DateTime<Utc>>)]

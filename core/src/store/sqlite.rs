@@ -595,7 +595,14 @@ impl Store for SqliteStore {
         for group in groups {
             let mut out = Vec::with_capacity(group.len());
             for write in *group {
-                out.push(apply_one(&tx, write)?);
+                let outcome = apply_one(&tx, write)?;
+                let replay = matches!(outcome, WriteOutcome::Existing { .. });
+                out.push(outcome);
+                if replay {
+                    // An idempotent repeat: the rest of its group belongs to a deployment that
+                    // was not inserted, and must not be written (nor fail the whole batch).
+                    break;
+                }
             }
             outcomes.push(out);
         }
