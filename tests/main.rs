@@ -5,5 +5,6 @@ mod api;
 mod common;
 mod engine;
 mod metrics;
+mod properties;
 mod recovery;
 mod ui;
