@@ -4,6 +4,8 @@
 mod api;
 mod common;
 mod engine;
+mod faults;
 mod metrics;
+mod properties;
 mod recovery;
 mod ui;

@@ -989,8 +989,10 @@ impl Engine {
     fn cancel(&mut self, id: DeploymentId, reply: Reply<DeploymentView>) {
         let now = self.now();
         let Some(live) = self.live.get_mut(&id) else {
-            // Not live: the handle answers from the store (404 or 409 with the state).
-            let _ = reply.send(Err(Error::NotFound(id)));
+            // Not live: the handle answers from the published state (404, or 409 naming it),
+            // once the deployment's last change is published, so it never reads a state the
+            // engine has already left (case C02).
+            self.reply_after_commit(vec![reply], &Err(Error::NotFound(id)));
             return;
         };
         let env = live.d.environment.clone();

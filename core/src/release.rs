@@ -16,6 +16,10 @@ use crate::config::EnvironmentConfig;
 use crate::model::{DeploymentId, ReleaseRef};
 use crate::store::{PersistHandle, ReleaseRecord, Write};
 
+/// How long a release that was live stays on disk after `current` moved away from it, so that
+/// readers which resolved the old link can finish opening their files.
+const LIVE_RELEASE_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Prefix of the temporary link made during a switch; leftovers are removed at start.
 const TMP_PREFIX: &str = ".current.tmp-";
 
@@ -131,6 +135,11 @@ impl Releases {
             Restored::Untouched
         };
         drop(state);
+        if restored != Restored::Untouched {
+            // A reader that resolved `current` an instant before the switch may still be
+            // walking into the failed release: give it a moment before the folder goes (C10).
+            std::thread::sleep(LIVE_RELEASE_GRACE);
+        }
         remove_release_dir(env, failed)?;
         Ok(restored)
     }

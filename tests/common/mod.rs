@@ -115,8 +115,13 @@ retry = {{ max_retries = 3, initial_delay = "200ms", multiplier = 2.0, max_delay
 }
 
 pub async fn start_handle(dir: &Path, environments: &str) -> OrchestratorHandle {
+    start_with(dir, environments, StartOptions::default()).await
+}
+
+/// Starts with explicit options (a movable clock, probes off).
+pub async fn start_with(dir: &Path, environments: &str, options: StartOptions) -> OrchestratorHandle {
     let config = Config::parse(&config_text(dir, environments), dir).expect("test config");
-    OrchestratorHandle::start(config, StartOptions::default()).await.expect("start")
+    OrchestratorHandle::start(config, options).await.expect("start")
 }
 
 /// Polls `check` every 20 ms until it yields a value; panics with `what` after `timeout`.
