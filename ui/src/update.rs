@@ -232,8 +232,15 @@ fn flash(state: &mut AppState, text: String, error: bool) {
 
 fn tick(state: &mut AppState, now: chrono::DateTime<chrono::Utc>, fx: &mut Vec<Effect>) {
     state.now = now;
-    // Ages, countdowns and the "recently finished" cut move with the clock.
-    state.queue.dirty = true;
+    prune_finished(state);
+    // The "recently finished" cut moves with the clock.
+    if !state.queue.dirty {
+        let keep: Vec<bool> = state.queue.rows.iter().map(|d| !d.is_terminal() || listed(state, d)).collect();
+        if keep.contains(&false) {
+            let mut k = keep.into_iter();
+            state.queue.rows.retain(|_| k.next().unwrap_or(true));
+        }
+    }
     if state.flash.as_ref().is_some_and(|f| now >= f.until) {
         state.flash = None;
     }
@@ -260,11 +267,16 @@ fn deployment_changed(state: &mut AppState, view: Arc<DeploymentView>, fx: &mut 
         state.trends.dirty = true;
         state.trends.stale = true;
     }
-    if !state.history.older.is_empty() {
-        state.history.older.retain(|d| d.id != id);
+    let mut old = state.deployments.get(&id).cloned();
+    if !state.history.older.is_empty()
+        && let Some(i) = state.history.older.iter().position(|d| d.id == id)
+    {
+        old = Some(state.history.older.remove(i));
+    }
+    if !state.queue.dirty {
+        patch_rows(state, old.as_deref(), &view);
     }
     state.deployments.insert(id, view);
-    state.queue.dirty = true;
     if let Mode::Detail(d) = &mut state.mode
         && d.id == id
     {
@@ -297,6 +309,48 @@ fn order(a: &DeploymentView, b: &DeploymentView) -> Ordering {
     })
 }
 
+/// Whether the queue lists `d` (filter, finished toggle, recent cut).
+fn listed(state: &AppState, d: &DeploymentView) -> bool {
+    let q = &state.queue;
+    let finished = q.show_finished || q.filter.names_statuses();
+    let recent = state.now - TimeDelta::minutes(RECENT_MINUTES);
+    (finished || d.finished_at.is_none_or(|t| t >= recent)) && q.filter.matches(d)
+}
+
+/// Applies one changed deployment to the sorted rows without rebuilding them: remove its old
+/// row, insert the new one where the order puts it. With 10,000 deployments this is what keeps
+/// a frame cheap (a rebuild sorts everything).
+fn patch_rows(state: &mut AppState, old: Option<&DeploymentView>, new: &Arc<DeploymentView>) {
+    let was_listed = old.is_some_and(|d| listed(state, d));
+    let is_listed = listed(state, new);
+    let q = &mut state.queue;
+    if let Some(old) = old {
+        if !old.is_terminal() {
+            q.live -= 1;
+            q.running -= usize::from(old.status.holds_slot());
+        }
+    }
+    if !new.is_terminal() {
+        q.live += 1;
+        q.running += usize::from(new.status.holds_slot());
+    }
+    if was_listed {
+        let old = old.map(|d| d.id);
+        // Same place in the order (most events: progress): replace in place.
+        if let Some(i) = q.rows.iter().position(|d| Some(d.id) == old) {
+            if is_listed && order(&q.rows[i], new) == Ordering::Equal {
+                q.rows[i] = Arc::clone(new);
+                return;
+            }
+            q.rows.remove(i);
+        }
+    }
+    if is_listed {
+        let at = q.rows.binary_search_by(|d| order(d, new)).unwrap_or_else(|i| i);
+        q.rows.insert(at, Arc::clone(new));
+    }
+}
+
 fn rebuild_rows(state: &mut AppState) {
     let q = &mut state.queue;
     let finished = q.show_finished || q.filter.names_statuses();
@@ -327,7 +381,6 @@ fn rebuild_rows(state: &mut AppState) {
 
 fn settle(state: &mut AppState) {
     if state.queue.dirty {
-        prune_finished(state);
         rebuild_rows(state);
     }
     let q = &mut state.queue;
@@ -367,6 +420,7 @@ fn prune_finished(state: &mut AppState) {
     let cut = ends[ends.len() - KEEP_FINISHED];
     let keep = state.queue.selected_id;
     state.deployments.retain(|id, d| d.finished_at.is_none_or(|t| t >= cut) || Some(*id) == keep);
+    state.queue.dirty = true;
 }
 
 fn keep_visible(state: &mut AppState) {
@@ -1010,5 +1064,87 @@ fn click(state: &mut AppState, column: u16, row: u16) {
             }
         }
         Pane::Logs | Pane::Trends => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::FixedOffset;
+    use tds_core::model::Priority;
+
+    use super::*;
+    use crate::fixtures;
+
+    fn ids(state: &AppState) -> Vec<tds_core::model::DeploymentId> {
+        state.queue.rows.iter().map(|d| d.id).collect()
+    }
+
+    /// Patching the sorted rows event by event gives exactly the rows a full rebuild gives,
+    /// with and without a filter and the finished toggle.
+    #[test]
+    fn patched_rows_equal_a_rebuild() {
+        for (filter, finished) in [("", false), ("", true), ("env:env-01,env-02", false), ("1.2", true)] {
+            let utc = FixedOffset::east_opt(0).expect("utc");
+            let mut s = AppState::new("t", None, utc, fixtures::t0());
+            let (ds, envs) = fixtures::many(600, 5);
+            update(&mut s, Action::Resize { width: 100, height: 30 });
+            update(
+                &mut s,
+                Action::Snapshot(Box::new(tds_core::Snapshot {
+                    deployments: ds.clone(),
+                    environments: envs,
+                    last_event_id: 0,
+                })),
+            );
+            update(&mut s, Action::Tick(fixtures::t0()));
+            if finished {
+                update(&mut s, Action::ToggleFinished);
+            }
+            set_filter(&mut s, filter.to_owned());
+            update(&mut s, Action::Settle);
+            let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+            for round in 0..3000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let mut d = (*ds[(seed % 600) as usize]).clone();
+                d.status = [
+                    StatusKind::Queued,
+                    StatusKind::Running,
+                    StatusKind::RollingBack,
+                    StatusKind::RetryWait,
+                    StatusKind::Succeeded,
+                    StatusKind::Failed,
+                    StatusKind::Cancelled,
+                ][(seed >> 8) as usize % 7];
+                d.priority = Priority::from_rank((seed >> 16) % 4);
+                d.progress_percent = (round % 100) as u8;
+                d.finished_at =
+                    d.status.is_terminal().then(|| fixtures::t0() - TimeDelta::seconds((seed >> 20) as i64 % 900));
+                d.next_retry_at = (d.status == StatusKind::RetryWait)
+                    .then(|| fixtures::t0() + TimeDelta::seconds((seed >> 24) as i64 % 60));
+                update(&mut s, Action::Core(CoreEvent::Deployment(Arc::new(d))));
+                if round % 97 == 0 {
+                    update(&mut s, Action::Settle);
+                }
+            }
+            update(&mut s, Action::Settle);
+            let (live, running) = (s.queue.live, s.queue.running);
+            let patched = ids(&s);
+            s.queue.dirty = true;
+            update(&mut s, Action::Settle);
+            assert_eq!(patched, ids(&s), "filter {filter:?}, finished {finished}");
+            assert_eq!((live, running), (s.queue.live, s.queue.running));
+        }
+    }
+
+    #[test]
+    fn params_parse_and_refuse_bad_keys() {
+        let p = parse_params("A=1 B_2=x=y").expect("params");
+        assert_eq!(p.get("B_2").map(String::as_str), Some("x=y"));
+        assert!(parse_params("1A=2").is_err());
+        assert!(parse_params("A=1 A=2").is_err());
+        assert!(parse_params("novalue").is_err());
+        assert!(parse_params("").expect("empty").is_empty());
     }
 }

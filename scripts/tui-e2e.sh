@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# End-to-end test of the dashboard as a person sees it: starts `tds --demo` in a detached tmux
+# session, sends keys, captures the pane and checks the text. Every wait is bounded; the script
+# stops by itself and exits non-zero (printing the last screen) on the first failure.
+#
+# Usage: scripts/tui-e2e.sh            (builds with `cargo build` first)
+#        TDS_BIN=target/release/tds scripts/tui-e2e.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+command -v tmux >/dev/null || { echo "tui-e2e: tmux is not installed (apt-get install tmux)" >&2; exit 2; }
+if [[ -z "${TDS_BIN:-}" ]]; then
+    cargo build --quiet --bin tds
+    TDS_BIN=target/debug/tds
+fi
+BIN="$(realpath "$TDS_BIN")"
+SESSION="tds-e2e-$$"
+WORK="$(mktemp -d)"
+STEP="start"
+
+cleanup() {
+    tmux kill-session -t "$SESSION" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+screen() { tmux capture-pane -p -t "$SESSION" 2>/dev/null || true; }
+
+fail() {
+    echo "tui-e2e: FAILED at step '$STEP': $*" >&2
+    echo "----- last screen -----" >&2
+    screen >&2
+    echo "-----------------------" >&2
+    [[ -s "$WORK/stderr" ]] && { echo "----- tds stderr -----" >&2; tail -20 "$WORK/stderr" >&2; }
+    exit 1
+}
+
+# wait_for TEXT [SECONDS]: until the screen shows TEXT (fixed string).
+wait_for() {
+    local text="$1" limit="${2:-15}" i
+    for ((i = 0; i < limit * 5; i++)); do
+        screen | grep -qF -- "$text" && return 0
+        sleep 0.2
+    done
+    fail "did not see '$text' within ${limit}s"
+}
+
+# wait_gone TEXT [SECONDS]: until the screen no longer shows TEXT.
+wait_gone() {
+    local text="$1" limit="${2:-10}" i
+    for ((i = 0; i < limit * 5; i++)); do
+        screen | grep -qF -- "$text" || return 0
+        sleep 0.2
+    done
+    fail "'$text' still on screen after ${limit}s"
+}
+
+# keys K...: one tmux key per argument, with a pause so Esc is never read as Alt+key.
+keys() {
+    local k
+    for k in "$@"; do
+        tmux send-keys -t "$SESSION" "$k"
+        sleep 0.25
+    done
+}
+
+type_text() { tmux send-keys -t "$SESSION" -l "$1"; sleep 0.3; }
+
+start() {
+    tmux new-session -d -s "$SESSION" -x "${1:-120}" -y "${2:-36}" "exec '$BIN' --demo 2>'$WORK/stderr'"
+    tmux set-option -t "$SESSION" remain-on-exit on >/dev/null
+}
+
+# wait_exit [SECONDS]: until the tds process ended; fails unless it exited with status 0.
+wait_exit() {
+    local limit="${1:-20}" i dead status
+    for ((i = 0; i < limit * 5; i++)); do
+        dead="$(tmux display-message -p -t "$SESSION" '#{pane_dead}' 2>/dev/null || echo 1)"
+        if [[ "$dead" == "1" ]]; then
+            status="$(tmux display-message -p -t "$SESSION" '#{pane_dead_status}' 2>/dev/null || echo '?')"
+            [[ "$status" == "0" ]] || fail "tds exited with status '$status'"
+            return 0
+        fi
+        sleep 0.2
+    done
+    fail "tds did not exit within ${limit}s"
+}
+
+# ---------------------------------------------------------------------------------------------
+STEP="the four panes appear"
+start 120 36
+wait_for "tds demo" 60
+for pane in "1 Queue" "2 Environments" "3 Logs" "4 Trends"; do wait_for "$pane"; done
+wait_for "API 127.0.0.1:"
+
+STEP="the demo fills the queue and the logs"
+wait_for "running" 60
+wait_for "install" 60
+wait_for "dev " 5
+wait_for "staging " 5
+
+STEP="help overlay"
+keys '?'
+wait_for "Help"
+wait_for "pause / resume the environment"
+keys Escape
+wait_gone "pause / resume the environment"
+
+STEP="detail view"
+keys Enter
+wait_for "Timeline"
+wait_for "requested by"
+keys Escape
+wait_gone "Timeline"
+
+STEP="new deployment form"
+keys n
+wait_for "New deployment"
+keys Down
+type_text "/nonexistent/site.tar.gz"
+wait_for "no such file"
+keys Enter
+wait_for "artifact: no such file"
+keys Escape
+wait_gone "New deployment"
+
+STEP="queue filter"
+keys /
+type_text "env:dev"
+wait_for "filter (text, status:S, env:E) /env:dev"
+keys Enter
+wait_for "/env:dev row"
+keys Escape
+wait_gone "/env:dev row"
+
+STEP="log pane keys"
+keys 3 w
+wait_for "log wrap on"
+keys f
+wait_for "log follow off"
+keys f
+wait_for "log follow on"
+keys 1
+
+STEP="cancel asks first"
+wait_for "running" 60
+keys c
+if screen | grep -qF "Cancel deployment"; then
+    keys n
+    wait_for "not cancelled"
+else
+    # The selected one had just finished: the footer says so instead.
+    wait_for "is already"
+fi
+
+STEP="too small and back (case C08)"
+tmux resize-window -t "$SESSION" -x 30 -y 8
+wait_for "Terminal too small"
+tmux resize-window -t "$SESSION" -x 1 -y 1
+sleep 0.5
+tmux resize-window -t "$SESSION" -x 80 -y 24
+wait_for "1 Queue"
+wait_for "4 Trends"
+tmux resize-window -t "$SESSION" -x 120 -y 36
+wait_for "2 Environments"
+
+STEP="quit restores the terminal"
+keys q
+if screen | grep -qF "Quitting stops the embedded"; then keys y; fi
+wait_exit 30
+screen | grep -qF "1 Queue" && fail "the dashboard is still on screen after quitting (alternate screen not left)"
+
+STEP="SIGTERM restores the terminal"
+tmux kill-session -t "$SESSION" 2>/dev/null || true
+start 100 30
+wait_for "1 Queue" 60
+pid="$(tmux display-message -p -t "$SESSION" '#{pane_pid}')"
+kill -TERM "$pid"
+wait_exit 30
+screen | grep -qF "1 Queue" && fail "the dashboard is still on screen after SIGTERM"
+
+echo "tui-e2e: ok (panes, help, detail, form, filter, log keys, cancel prompt, C08 resize, quit, SIGTERM)"
