@@ -207,6 +207,18 @@ fn progress(d: &Value) -> String {
     s
 }
 
+/// A duration for a person: `850ms`, `12.4s`, `3m05s`.
+fn human_ms(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else if ms < 60_000.0 {
+        format!("{:.1}s", ms / 1000.0)
+    } else {
+        let secs = (ms / 1000.0).round() as u64;
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
+}
+
 /// A deployment for a person.
 pub fn describe(d: &Value) -> String {
     let mut out = String::new();
@@ -228,8 +240,7 @@ pub fn describe(d: &Value) -> String {
         let _ = writeln!(out, "  started    {}", text(&d["started_at"]));
     }
     if !d["finished_at"].is_null() {
-        let duration =
-            d["duration_ms"].as_u64().map(|ms| format!(" after {:.1}s", ms as f64 / 1000.0)).unwrap_or_default();
+        let duration = d["duration_ms"].as_f64().map(|ms| format!(" after {}", human_ms(ms))).unwrap_or_default();
         let _ = writeln!(out, "  finished   {}{duration}", text(&d["finished_at"]));
     }
     if !d["next_retry_at"].is_null() {
@@ -257,7 +268,7 @@ fn describe_metrics(m: &Value) -> String {
         c["queued"], c["running"], c["rolling_back"], c["retry_wait"], c["succeeded"], c["failed"], c["cancelled"]
     );
     let d = &m["duration"];
-    let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), |ms| format!("{:.1}s", ms / 1000.0));
+    let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), human_ms);
     let _ = writeln!(
         out,
         "duration     mean {}  p50 {}  p95 {}  (n={})",
@@ -407,8 +418,7 @@ fn describe_page(page: &Value) -> String {
     );
     let items = page["items"].as_array().map_or(&[][..], Vec::as_slice);
     for d in items {
-        let duration =
-            d["duration_ms"].as_u64().map_or_else(|| "-".to_owned(), |ms| format!("{:.1}s", ms as f64 / 1000.0));
+        let duration = d["duration_ms"].as_f64().map_or_else(|| "-".to_owned(), human_ms);
         let created: String = text(&d["created_at"]).chars().take(19).collect();
         let version: String = text(&d["version"]).chars().take(12).collect();
         let _ = writeln!(

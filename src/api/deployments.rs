@@ -251,9 +251,10 @@ async fn json_submission(handle: &OrchestratorHandle, req: Request) -> Result<Su
     let body: SubmitBody<'_> = parse_json(&bytes)?;
     check_environment(handle, &body.environment)?;
     let source = B64Source::new(&bytes, body.artifact.content_base64);
-    let writer = handle.artifact_writer()?;
     let name = body.artifact.name;
-    let info = tokio::task::spawn_blocking(move || decode_into(&source, writer, limit, &name))
+    // Creating the upload file is file-system work too: keep it off the async workers.
+    let store = handle.clone();
+    let info = tokio::task::spawn_blocking(move || decode_into(&source, store.artifact_writer()?, limit, &name))
         .await
         .map_err(|e| ApiError::internal("base64 decode task", &e))??;
     Ok((body.environment, info, body.version, body.priority, body.params))
@@ -411,7 +412,12 @@ async fn raw_submission(handle: &OrchestratorHandle, req: Request) -> Result<Sub
     if content_length(req.headers()).is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
-    let mut writer = Some(handle.artifact_writer()?);
+    let store = handle.clone();
+    let mut writer = Some(
+        tokio::task::spawn_blocking(move || store.artifact_writer())
+            .await
+            .map_err(|e| ApiError::internal("upload task", &e))??,
+    );
     let mut body = req.into_body().into_data_stream();
     let mut buffer = Vec::with_capacity(UPLOAD_CHUNK);
     let mut received: u64 = 0;
