@@ -188,7 +188,7 @@ async fn crash_safety_under_kill_9() {
     for (id, attempt) in &interrupted {
         let (status, last, _) = stored[id.as_str()];
         assert!(last > *attempt || status == "failed", "{id} attempt {attempt} interrupted but not retried or failed");
-        let log = std::fs::read_to_string(path.join("data/logs").join(id).join(format!("{attempt}.jsonl"))).unwrap();
+        let log = std::fs::read_to_string(path.join("data/logs").join(format!("{id}.{attempt}.jsonl"))).unwrap();
         assert!(log.contains("\"event\":\"rolled_back\""), "interrupted attempt {id}/{attempt} was not rolled back");
     }
     // Retry schedules continued: every failed one used its whole budget.

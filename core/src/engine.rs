@@ -453,17 +453,23 @@ impl Engine {
             phase: d.status.phase(),
             message,
         }));
-        let attempt_record = AttemptRecord {
-            deployment_id: id,
-            attempt: d.attempt,
-            queued_at: live.attempt_queued_at,
-            started_at: live.attempt_started_at,
-            finished_at: attempt_done.map(|_| now),
-            outcome: attempt_done.map(|(o, _)| o.to_owned()),
-            error: attempt_done.and_then(|_| d.last_error.clone()),
-            duration_ms: attempt_done.and_then(|(_, ms)| ms),
-        };
-        writes.push(Write::Attempt(attempt_record));
+        // The attempt row changes when an attempt is queued, starts, or ends; phase changes
+        // only touch the deployment row and the timeline.
+        let attempt_changed = attempt_done.is_some()
+            || matches!(d.status, Status::Queued { .. })
+            || matches!(d.status, Status::Running { phase: Phase::Prepare, .. });
+        if attempt_changed {
+            writes.push(Write::Attempt(AttemptRecord {
+                deployment_id: id,
+                attempt: d.attempt,
+                queued_at: live.attempt_queued_at,
+                started_at: live.attempt_started_at,
+                finished_at: attempt_done.map(|_| now),
+                outcome: attempt_done.map(|(o, _)| o.to_owned()),
+                error: attempt_done.and_then(|_| d.last_error.clone()),
+                duration_ms: attempt_done.and_then(|(_, ms)| ms),
+            }));
+        }
         let event = CoreEvent::Deployment(Arc::new(DeploymentView::from(d)));
         self.shared.persist.send(writes, vec![event]);
         if d.status.kind().is_terminal() {

@@ -5,7 +5,7 @@
 //! queries and analytics cheap. The schema version lives in `PRAGMA user_version`; `migrate`
 //! brings any older file up to date, and a file from a newer tds is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -251,8 +251,17 @@ const DEPLOYMENT_COLUMNS: &str = "id, environment, version, priority, status, ph
 #[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
+}
+
+/// The write connection with the column values last written for each unfinished deployment,
+/// so that an update sets only the columns that changed (and touches only the indexes on
+/// them): most updates are a phase or a step.
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    last: HashMap<DeploymentId, Vec<rusqlite::types::Value>>,
 }
 
 fn unusable(path: &Path, message: impl Into<String>) -> StoreError {
@@ -299,7 +308,9 @@ impl SqliteStore {
             return Err(unusable(path, format!("cannot switch to WAL mode (got {mode})")));
         }
         Self::migrate(&conn, version, path)?;
-        Ok(Self { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) })
+        conn.set_prepared_statement_cache_capacity(256);
+        let writer = Writer { conn, last: HashMap::new() };
+        Ok(Self { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
     }
 
     fn migrate(conn: &Connection, from: i64, path: &Path) -> Result<(), StoreError> {
@@ -473,7 +484,11 @@ fn deployment_values(d: &Deployment) -> Vec<rusqlite::types::Value> {
     ]
 }
 
-fn apply_one(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<WriteOutcome, StoreError> {
+fn apply_one(
+    tx: &rusqlite::Transaction<'_>,
+    last: &mut HashMap<DeploymentId, Vec<rusqlite::types::Value>>,
+    write: &Write,
+) -> Result<WriteOutcome, StoreError> {
     match write {
         Write::Insert { deployment, idempotency } => {
             if let Some(key) = idempotency {
@@ -487,6 +502,9 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<WriteOutco
                 }
             }
             let mut values = deployment_values(deployment);
+            if !deployment.status.kind().is_terminal() {
+                last.insert(deployment.id, values.clone());
+            }
             values.push(idempotency.as_ref().map_or(rusqlite::types::Value::Null, |k| k.key.clone().into()));
             values.push(idempotency.as_ref().map_or(rusqlite::types::Value::Null, |k| k.fingerprint.clone().into()));
             let placeholders = (1..=values.len()).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
@@ -499,17 +517,28 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, write: &Write) -> Result<WriteOutco
         }
         Write::Update(deployment) => {
             let values = deployment_values(deployment);
-            let sets = DEPLOYMENT_COLUMNS
-                .split(", ")
-                .enumerate()
-                .skip(1)
-                .map(|(i, c)| format!("{} = ?{}", c.trim(), i + 1))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!("UPDATE deployments SET {sets} WHERE id = ?1");
-            tx.prepare_cached(&sql)
-                .and_then(|mut s| s.execute(params_from_iter(values)))
-                .map_err(StoreError::sqlite("update deployment"))?;
+            let previous = last.get(&deployment.id);
+            let changed: Vec<usize> =
+                (1..values.len()).filter(|&i| previous.is_none_or(|p| p.get(i) != values.get(i))).collect();
+            if !changed.is_empty() {
+                let columns: Vec<&str> = DEPLOYMENT_COLUMNS.split(',').map(str::trim).collect();
+                let sets = changed
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &i)| format!("{} = ?{}", columns[i], n + 2))
+                    .collect::<Vec<_>>();
+                let sql = format!("UPDATE deployments SET {} WHERE id = ?1", sets.join(", "));
+                let mut args = vec![values[0].clone()];
+                args.extend(changed.iter().map(|&i| values[i].clone()));
+                tx.prepare_cached(&sql)
+                    .and_then(|mut s| s.execute(params_from_iter(args)))
+                    .map_err(StoreError::sqlite("update deployment"))?;
+            }
+            if deployment.status.kind().is_terminal() {
+                last.remove(&deployment.id);
+            } else {
+                last.insert(deployment.id, values);
+            }
         }
         Write::Transition(t) => {
             tx.prepare_cached(
@@ -587,7 +616,8 @@ fn parse_id(text: &str) -> rusqlite::Result<DeploymentId> {
 
 impl Store for SqliteStore {
     fn apply(&self, groups: &[&[Write]]) -> Result<Vec<Vec<WriteOutcome>>, StoreError> {
-        let mut conn = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Writer { conn, last } = &mut *guard;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(StoreError::sqlite("begin"))?;
@@ -595,7 +625,15 @@ impl Store for SqliteStore {
         for group in groups {
             let mut out = Vec::with_capacity(group.len());
             for write in *group {
-                let outcome = apply_one(&tx, write)?;
+                let outcome = match apply_one(&tx, last, write) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // The transaction rolls back: forget what it cached, so that the next
+                        // updates write whole rows.
+                        last.clear();
+                        return Err(e);
+                    }
+                };
                 let replay = matches!(outcome, WriteOutcome::Existing { .. });
                 out.push(outcome);
                 if replay {
@@ -606,7 +644,10 @@ impl Store for SqliteStore {
             }
             outcomes.push(out);
         }
-        tx.commit().map_err(StoreError::sqlite("commit"))?;
+        if let Err(e) = tx.commit() {
+            last.clear();
+            return Err(StoreError::Sqlite { op: "commit", source: e });
+        }
         Ok(outcomes)
     }
 
