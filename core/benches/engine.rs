@@ -5,6 +5,7 @@
 //! `TDS_BENCH_STEP` (default `true`; empty for no step) change the workload.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use tds_core::model::{Priority, StatusKind};

@@ -243,7 +243,7 @@ impl LogBook {
     /// The attempts that have a log file, ascending (attempts are numbered from 1 without
     /// gaps, and each has a log from the moment it is queued).
     pub fn attempts(&self, id: DeploymentId) -> Vec<u32> {
-        (1..).take_while(|&n| self.path(id, n).exists()).collect()
+        (1..=u32::MAX).take_while(|&n| self.path(id, n).exists()).collect()
     }
 }
 
