@@ -37,9 +37,8 @@ async fn run(n: usize, step: &str) -> Duration {
     let steps = if step.is_empty() { String::new() } else { format!("steps = [{{ name = \"s\", run = \"{step}\" }}]") };
     let mut text = format!("[storage]\ndata_dir = \"{d}/data\"\n");
     for e in 0..3 {
-        text.push_str(&format!(
-            "[[environments]]\nname = \"e{e}\"\nroot = \"{d}/envs/e{e}\"\nmax_concurrent = 3\n{steps}\n"
-        ));
+        let _ =
+            writeln!(text, "[[environments]]\nname = \"e{e}\"\nroot = \"{d}/envs/e{e}\"\nmax_concurrent = 3\n{steps}");
     }
     let config = Config::parse(&text, dir.path()).expect("config");
     let handle = OrchestratorHandle::start(config, StartOptions::default()).await.expect("start");
