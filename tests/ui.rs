@@ -66,14 +66,17 @@ impl Ui {
         self.keys.unbounded_send(Ok(Event::Resize(width, height))).expect("the dashboard is running");
     }
 
-    /// Waits until the screen shows `text`.
+    /// Waits until the screen shows `text`; on a timeout, fails with the screen.
     async fn see(&self, text: &str) -> String {
-        let screen = self.screen.clone();
-        wait_for(WAIT, &format!("the screen to show {text:?}"), || {
-            let screen = screen.clone();
-            async move { Some(screen.text()).filter(|s| s.contains(text)) }
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = self.screen.text();
+            if now.contains(text) {
+                return now;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {text:?} on the screen:\n{now}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Ends the loop through the shutdown token (as SIGTERM does) and returns how it ended.
@@ -337,7 +340,7 @@ async fn filter_detail_and_log_search_by_keys() {
     let text = ui.see("row 1/1").await;
     assert!(text.contains("5.0.0      norm") && !text.contains("4.0.0      norm"), "{text}");
     ui.press(KeyCode::Esc);
-    ui.see("row 1/2").await;
+    ui.see("/2 ┓").await;
     ui.keys("/4.0");
     ui.press(KeyCode::Enter);
     ui.see("row 1/1").await;
@@ -345,6 +348,12 @@ async fn filter_detail_and_log_search_by_keys() {
     ui.see("Timeline").await;
     ui.see("succeeded").await;
     ui.press(KeyCode::Esc);
+    ui.keys("m");
+    ui.see("Last 24 hours").await;
+    ui.see("DORA overall").await;
+    ui.see("succeeded 2").await;
+    ui.press(KeyCode::Esc);
+    ui.see("1 Queue").await;
     ui.keys("3/4.0.0 param");
     ui.press(KeyCode::Enter);
     ui.see("match 1/1").await;

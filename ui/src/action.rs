@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use tds_core::metrics::{Metrics, Performance};
 use tds_core::model::{DeploymentId, DeploymentView, Priority};
 use tds_core::store::Page;
 use tds_core::{CoreEvent, DeploymentDetail, Snapshot};
@@ -73,6 +74,8 @@ pub enum Action {
     NextAttempt,
     /// `t`: next trend window.
     TrendWindow,
+    /// `m`: the metrics view.
+    Metrics,
     /// `y`/`n` to a confirmation.
     Answer(bool),
     /// Text editing in a prompt or a form field.
@@ -106,6 +109,7 @@ pub enum Action {
     HistoryPage(Result<Box<Page<DeploymentView>>, String>),
     PathChecked(PathCheck),
     TrendsLoaded(Result<Box<CoreTrends>, String>),
+    MetricsLoaded(Result<Box<(Metrics, Performance)>, String>),
 }
 
 /// A new deployment from the form, validated except for the file itself.
@@ -142,4 +146,6 @@ pub enum Effect {
     CheckPath(String),
     /// The core's trends for a window, ending now.
     LoadTrends(TrendWindow),
+    /// Live metrics and the last 24 hours' performance.
+    LoadMetrics,
 }

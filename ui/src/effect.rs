@@ -73,6 +73,10 @@ pub async fn run(handle: &OrchestratorHandle, effect: Effect) -> Action {
             };
             Action::HistoryPage(handle.history(query).await.map(Box::new).map_err(|e| e.to_string()))
         }
+        Effect::LoadMetrics => {
+            let figures = tokio::try_join!(handle.metrics(), handle.performance(None, None, None));
+            Action::MetricsLoaded(figures.map(Box::new).map_err(|e| e.to_string()))
+        }
         Effect::LoadTrends(window) => Action::TrendsLoaded(load_trends(handle, window).await),
         Effect::CheckPath(input) => {
             let checked = tokio::task::spawn_blocking(move || {

@@ -42,6 +42,11 @@ fn map_key(state: &AppState, event: &Event, key: KeyEvent) -> Option<Action> {
             KeyCode::Esc | KeyCode::Char('?' | 'q') | KeyCode::Enter => Some(Action::Back),
             code => movement(code, ctrl),
         },
+        Mode::Metrics(_) => match key.code {
+            KeyCode::Esc | KeyCode::Char('q' | 'm') | KeyCode::Backspace | KeyCode::Enter => Some(Action::Back),
+            KeyCode::Char('?') => Some(Action::Help),
+            code => movement(code, ctrl),
+        },
         Mode::Detail(_) => match key.code {
             KeyCode::Esc | KeyCode::Char('q') | KeyCode::Backspace | KeyCode::Enter => Some(Action::Back),
             KeyCode::Char('?') => Some(Action::Help),
@@ -120,6 +125,7 @@ fn normal(state: &AppState, key: KeyEvent, ctrl: bool) -> Option<Action> {
         KeyCode::Char('[') => Action::PrevAttempt,
         KeyCode::Char(']') => Action::NextAttempt,
         KeyCode::Char('t') => Action::TrendWindow,
+        KeyCode::Char('m') => Action::Metrics,
         _ => return None,
     })
 }

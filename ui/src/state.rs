@@ -287,6 +287,18 @@ pub struct DetailState {
     pub stale: bool,
 }
 
+/// The metrics view (`m`): live figures and the last 24 hours, from the core's analytics.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsState {
+    pub metrics: Option<Box<tds_core::metrics::Metrics>>,
+    pub performance: Option<Box<tds_core::metrics::Performance>>,
+    pub error: Option<String>,
+    pub scroll: u16,
+    pub loading: bool,
+    /// When the figures were last asked for (they refresh every few seconds while shown).
+    pub requested_at: Option<DateTime<Utc>>,
+}
+
 /// What a one-line prompt edits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PromptKind {
@@ -323,6 +335,7 @@ pub enum Mode {
         scroll: u16,
     },
     Detail(Box<DetailState>),
+    Metrics(Box<MetricsState>),
     Form(Box<FormState>),
     Prompt(Prompt),
     Confirm(Confirm),

@@ -14,8 +14,8 @@ use tui_input::{Input, InputRequest};
 use crate::action::{Action, Effect, Submission};
 use crate::filter::Filter;
 use crate::state::{
-    AppState, Confirm, DetailState, Flash, FormField, FormState, HISTORY_CAP, LOG_RING, LogTarget, Mode, Pane,
-    PathStatus, Prompt, PromptKind, RECENT_MINUTES,
+    AppState, Confirm, DetailState, Flash, FormField, FormState, HISTORY_CAP, LOG_RING, LogTarget, MetricsState, Mode,
+    Pane, PathStatus, Prompt, PromptKind, RECENT_MINUTES,
 };
 use crate::trends::TrendSeries;
 use crate::view::{self, areas_of, table_rows};
@@ -28,6 +28,8 @@ const TRENDS_EVERY_SECS: i64 = 5;
 const CORE_TRENDS_EVERY_SECS: i64 = 15;
 /// …or this soon after something finished or the window changed.
 const CORE_TRENDS_SOON_SECS: i64 = 2;
+/// The metrics view refreshes this often while shown.
+const METRICS_EVERY_SECS: i64 = 5;
 /// Finished deployments kept from events beyond the live snapshot's own bound.
 const KEEP_FINISHED: usize = 1000;
 /// Rows the mouse wheel moves.
@@ -154,6 +156,28 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
         }
         Action::PrevAttempt => attempt(state, false),
         Action::NextAttempt => attempt(state, true),
+        Action::Metrics => {
+            state.mode = Mode::Metrics(Box::new(MetricsState {
+                loading: true,
+                requested_at: Some(state.now),
+                ..MetricsState::default()
+            }));
+            fx.push(Effect::LoadMetrics);
+        }
+        Action::MetricsLoaded(result) => {
+            if let Mode::Metrics(m) = &mut state.mode {
+                m.loading = false;
+                match result {
+                    Ok(figures) => {
+                        let (metrics, performance) = *figures;
+                        m.metrics = Some(Box::new(metrics));
+                        m.performance = Some(Box::new(performance));
+                        m.error = None;
+                    }
+                    Err(e) => m.error = Some(e),
+                }
+            }
+        }
         Action::TrendWindow => {
             let next = state.trends.window.next();
             set_window(state, next, &mut fx);
@@ -248,6 +272,14 @@ fn tick(state: &mut AppState, now: chrono::DateTime<chrono::Utc>, fx: &mut Vec<E
     state.trends.depth.record(now, waiting);
     if state.trends.computed_at.is_none_or(|t| (now - t).num_seconds().abs() >= TRENDS_EVERY_SECS) {
         state.trends.dirty = true;
+    }
+    if let Mode::Metrics(m) = &mut state.mode
+        && !m.loading
+        && m.requested_at.is_none_or(|r| (now - r).num_seconds().abs() >= METRICS_EVERY_SECS)
+    {
+        m.loading = true;
+        m.requested_at = Some(now);
+        fx.push(Effect::LoadMetrics);
     }
     let t = &state.trends;
     let since = t.requested_at.map(|r| (now - r).num_seconds().abs());
@@ -492,7 +524,7 @@ fn log_chunk(state: &mut AppState, chunk: crate::logtail::LogChunk) {
 fn page_size(state: &AppState) -> i64 {
     let a = areas_of(state);
     let rows = match (&state.mode, state.focus) {
-        (Mode::Detail(_) | Mode::Help { .. }, _) => usize::from(a.body.height.saturating_sub(4)),
+        (Mode::Detail(_) | Mode::Metrics(_) | Mode::Help { .. }, _) => usize::from(a.body.height.saturating_sub(4)),
         (_, Pane::Queue) => table_rows(a.queue),
         (_, Pane::Environments) => table_rows(a.environments),
         (_, Pane::Logs | Pane::Trends) => usize::from(a.logs.height.saturating_sub(2)),
@@ -514,6 +546,10 @@ fn step(state: &mut AppState, delta: i64, fx: &mut Vec<Effect>) {
         }
         Mode::Detail(d) => {
             d.scroll = moved(usize::from(d.scroll), delta, 1000) as u16;
+            return;
+        }
+        Mode::Metrics(m) => {
+            m.scroll = moved(usize::from(m.scroll), delta, 1000) as u16;
             return;
         }
         Mode::Normal => {}

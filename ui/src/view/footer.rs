@@ -42,7 +42,7 @@ pub fn render(state: &AppState, area: Rect, frame: &mut Frame) {
         (Mode::Detail(_), _) => {
             &[("Esc", "back"), ("j/k", "scroll"), ("c", "cancel"), ("r", "retry"), ("+/-", "priority")]
         }
-        (Mode::Help { .. }, _) => &[("Esc", "close"), ("j/k", "scroll")],
+        (Mode::Help { .. } | Mode::Metrics(_), _) => &[("Esc", "close"), ("j/k", "scroll")],
         (Mode::Form(_), _) => &[("Enter", "submit"), ("Esc", "cancel"), ("Tab", "next/complete"), ("←/→", "choose")],
         (Mode::Confirm(_), _) => &[("y", "yes"), ("n", "no")],
         (_, Pane::Queue) => &[

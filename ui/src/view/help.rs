@@ -21,6 +21,7 @@ pub const GROUPS: &[(&str, &[(&str, &str)])] = &[
             ("1 2 3 4", "Queue, Environments, Logs, Trends"),
             ("Esc", "back: close, clear the filter or the search"),
             ("n", "new deployment (form)"),
+            ("m", "metrics: live figures, last 24 h, DORA"),
             ("mouse", "wheel scrolls the pane under it; click selects"),
         ],
     ),

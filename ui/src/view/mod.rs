@@ -10,6 +10,7 @@ mod form;
 mod header;
 mod help;
 pub mod logs;
+mod metrics;
 mod queue;
 mod trends;
 
@@ -128,6 +129,8 @@ pub fn render(state: &AppState, frame: &mut Frame) {
     header::render(state, a.header, frame);
     if let Mode::Detail(detail) = &state.mode {
         detail::render(state, detail, a.body, frame);
+    } else if let Mode::Metrics(m) = &state.mode {
+        metrics::render(state, m, a.body, frame);
     } else {
         queue::render(state, a.queue, frame);
         environments::render(state, a.environments, frame);

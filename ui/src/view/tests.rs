@@ -174,6 +174,7 @@ fn all_modes(w: u16, h: u16) -> Vec<AppState> {
         vec![Action::Focus(Pane::Environments), Action::EditLimit],
         vec![Action::Open, Action::DetailLoaded(fixtures::id(1), Ok(Box::new(fixtures::failed_detail())))],
         vec![Action::Focus(Pane::Logs), Action::ToggleWrap, Action::Up, Action::Up],
+        vec![Action::Metrics],
     ] {
         let mut m = s.clone();
         keys(&mut m, actions);
@@ -299,4 +300,34 @@ fn selection_follows_the_deployment_and_the_log_follows_the_selection() {
     d.status = tds_core::model::StatusKind::Running;
     keys(&mut s, [Action::Core(tds_core::CoreEvent::Deployment(std::sync::Arc::new(d)))]);
     assert_eq!(s.selected().map(|d| d.id), Some(chosen));
+}
+
+/// The mouse: a click focuses the pane under it and selects the row; the wheel scrolls the pane
+/// under the pointer (the queue's selection, the log away from its end).
+#[test]
+fn mouse_clicks_select_and_the_wheel_scrolls_the_pane_under_it() {
+    let mut s = busy(100, 30);
+    let a = super::areas_of(&s);
+    // Third row of the queue: border, header, then rows.
+    keys(&mut s, [Action::Click { column: a.queue.x + 3, row: a.queue.y + 2 + 2 }]);
+    assert_eq!((s.focus, s.queue.selected), (Pane::Queue, 2));
+    assert_eq!(s.logs.target.map(|t| t.id), s.selected().map(|d| d.id), "the log follows the click");
+    keys(&mut s, [Action::Click { column: a.environments.x + 2, row: a.environments.y + 2 + 1 }]);
+    assert_eq!((s.focus, s.envs.selected), (Pane::Environments, 1));
+    keys(&mut s, [Action::Scroll { column: a.queue.x + 5, row: a.queue.y + 3, delta: 1 }]);
+    assert_eq!(s.queue.selected, 5, "the wheel moved the queue, not the focused pane");
+    assert_eq!(s.focus, Pane::Environments, "scrolling does not steal the focus");
+    assert!(s.logs.follow);
+    keys(&mut s, [Action::Scroll { column: a.logs.x + 5, row: a.logs.y + 3, delta: -1 }]);
+    // The selected deployment changed with the wheel; its log is empty here, so feed lines.
+    let target = s.logs.target.expect("target");
+    let mut lines = Vec::new();
+    for _ in 0..10 {
+        lines.extend(fixtures::log_lines());
+    }
+    keys(&mut s, [Action::Log(Box::new(LogChunk { target, reset: true, lines, skipped_bytes: 0, error: None }))]);
+    keys(&mut s, [Action::Scroll { column: a.logs.x + 5, row: a.logs.y + 3, delta: -1 }]);
+    assert!(!s.logs.follow, "scrolling the log up stops following");
+    keys(&mut s, [Action::Focus(Pane::Logs), Action::Bottom]);
+    assert!(s.logs.follow, "G follows the end again");
 }
