@@ -1109,3 +1109,40 @@ steps = [{ name = "count", run = "for i in 1 2 3; do echo tick $i; sleep 0.3; do
     stop.cancel();
     tokio::time::timeout(TIMEOUT, server).await.expect("server stopped").expect("join").expect("serve");
 }
+
+/// Open file descriptors of this process that point at `path`.
+fn open_fds_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|dir| dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).filter(|target| target == path).count())
+        .unwrap_or(0)
+}
+
+/// A log follower that disconnects frees the stream at once: its file is closed within a poll
+/// interval, while the deployment keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_follow_frees_the_file_when_the_client_disconnects() {
+    let (h, app) = harness().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(api::serve(listener, app.clone(), stop.clone()));
+    let id = submit_ok(&app, &submission("slow", "f", &site("f"))).await;
+    wait_status(&app, &id, "running").await;
+    let path = h.handle.log_path(id.parse().expect("id"), 1);
+    // The running attempt's own writer holds the file open too.
+    let writers = open_fds_on(&path);
+    let response =
+        reqwest::get(format!("http://{addr}/api/v1/deployments/{id}/logs?follow=true")).await.expect("follow");
+    let mut body = response.bytes_stream();
+    let first = tokio::time::timeout(TIMEOUT, body.next()).await.expect("a first chunk").expect("open").expect("chunk");
+    assert!(!first.is_empty());
+    assert_eq!(open_fds_on(&path), writers + 1, "the follower holds the log open");
+    drop(body);
+    wait_for(TIMEOUT, "the follower's file to close", || async { (open_fds_on(&path) == writers).then_some(()) }).await;
+    let (_, d) = call(&app, Method::GET, &format!("/api/v1/deployments/{id}/status"), None).await;
+    assert_eq!(d["status"], "running");
+    let _ = call(&app, Method::PUT, &format!("/api/v1/deployments/{id}/cancel"), None).await;
+    h.handle.shutdown(Some(Duration::ZERO)).await;
+    stop.cancel();
+    tokio::time::timeout(TIMEOUT, server).await.expect("server stopped").expect("join").expect("serve");
+}
