@@ -267,6 +267,10 @@ impl Engine {
                     continue;
                 }
             };
+            if lock(&log).is_empty() {
+                // Committed but not yet handed to the engine when tds stopped.
+                lock(&log).write(&Entry::event(Level::Info, LogEvent::Queued, None, &queued_message(&d)));
+            }
             let first_started = d.started_at.map(|t| self.instant_of(t));
             let submitted = self.instant_of(d.created_at);
             let mut live = Live {
@@ -634,8 +638,13 @@ impl Engine {
                 global: self.slots.global(),
             };
             let ordered = env.queue.ordered(now, aging);
+            // `ordered` is by effective priority, descending: the entries of a higher priority
+            // are exactly those before the first entry of this one.
+            let mut higher = 0;
             for (pos, (entry, eff)) in ordered.iter().enumerate() {
-                let higher = ordered[..pos].iter().filter(|(_, p)| p > eff).count();
+                if pos > 0 && ordered[pos - 1].1 != *eff {
+                    higher = pos;
+                }
                 let reason = wait_reason(&gate, pos, higher);
                 if let Some(live) = self.live.get(&entry.id)
                     && live.d.wait_reason.as_deref() != Some(reason.as_str())
@@ -911,7 +920,12 @@ impl Engine {
 
     fn on_command(&mut self, cmd: Command) {
         match cmd {
-            Command::Enqueue(d) => self.enqueue(*d),
+            Command::Enqueue(d) => {
+                let id = d.id;
+                let message = queued_message(&d);
+                self.enqueue(*d);
+                self.log(id, Level::Info, LogEvent::Queued, &message);
+            }
             Command::Cancel { id, reply } => self.cancel(id, reply),
             Command::Retry { deployment, reply } => {
                 let result = self.retry(*deployment);
@@ -1123,6 +1137,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// The first record of a submitted deployment's log.
+fn queued_message(d: &Deployment) -> String {
+    format!(
+        "queued {} {} ({} bytes, sha256 {}) for {} at priority {} by {}",
+        d.artifact.name,
+        d.version,
+        d.artifact.size,
+        d.artifact.sha256.get(..12).unwrap_or_default(),
+        d.environment,
+        d.priority,
+        d.requested_by
+    )
 }
 
 fn reject_during_shutdown(cmd: Command) {

@@ -393,20 +393,6 @@ impl OrchestratorHandle {
             }
             return Ok(Submitted { deployment: self.deployment(id).await?, created: false });
         }
-        let message = format!(
-            "queued {} {} ({} bytes, sha256 {}) for {} at priority {}",
-            deployment.artifact.name,
-            deployment.version,
-            deployment.artifact.size,
-            &deployment.artifact.sha256[..12],
-            deployment.environment,
-            deployment.priority
-        );
-        self.inner.shared.logs.write_once(
-            deployment.id,
-            1,
-            &Entry::event(Level::Info, LogEvent::Queued, None, &message),
-        );
         // Committed: if the engine is already gone, the next start picks it up from the store.
         let _ = self.send(Command::Enqueue(Box::new(deployment))).await;
         Ok(Submitted { deployment: view, created: true })

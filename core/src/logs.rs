@@ -152,6 +152,11 @@ impl AttemptLog {
         Ok(Self { writer: BufWriter::with_capacity(64 * 1024, file), seq, attempt, clock, path: path.to_owned() })
     }
 
+    /// Whether no record was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.seq == 0
+    }
+
     /// The attempt this log belongs to.
     pub fn attempt(&self) -> u32 {
         self.attempt
