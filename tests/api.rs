@@ -1112,9 +1112,9 @@ steps = [{ name = "count", run = "for i in 1 2 3; do echo tick $i; sleep 0.3; do
 
 /// Open file descriptors of this process that point at `path`.
 fn open_fds_on(path: &std::path::Path) -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .map(|dir| dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).filter(|target| target == path).count())
-        .unwrap_or(0)
+    std::fs::read_dir("/proc/self/fd").map_or(0, |dir| {
+        dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok()).filter(|target| target == path).count()
+    })
 }
 
 /// A log follower that disconnects frees the stream at once: its file is closed within a poll
