@@ -2,6 +2,7 @@
 //! orchestrator on a temp folder, real processes, a real SQLite store, real sockets on loopback.
 
 mod api;
+mod archive;
 mod binary;
 mod common;
 mod engine;

@@ -1,18 +1,30 @@
 //! Artifacts: the content-addressed store, and safe unpacking into a release folder.
 //!
-//! Every entry of an archive is checked before anything is written: no absolute path, no `..`,
-//! no backslash, no NUL, no link that resolves outside the release folder, no device or FIFO,
-//! and caps on entry count and unpacked size (decompression bombs). Paths are checked as
-//! *components*, never by string prefix, so `../1-evil/x` next to `releases/1` is refused
-//! (case C11). On any failure the release folder is removed and the error names the entry.
+//! Every entry of an archive is checked before it is written: no absolute path, no `..`, no
+//! backslash, no NUL, no device or FIFO, and caps on entry count and unpacked size (decompression
+//! bombs, checked while reading, so a bomb stops at the cap). Paths are checked as *components*,
+//! never by string prefix, so `../1-evil/x` next to `releases/1` is refused (case C11).
+//!
+//! Links: the unpacker keeps a model of what the archive has made so far. A symlink's target is
+//! resolved through the archive's own symlinks, the way the kernel would, and must stay inside
+//! (re-checked at the end, since a later link can change where an earlier one leads); a hard link
+//! must name a file the archive made. Nothing is ever written *through* a symlink: an entry whose
+//! folder is a symlink, or a file over a symlink, is refused, and `unpack` checks the disk for
+//! it too. `inspect` (at submission) and `unpack` (in the prepare phase) decide from the same
+//! model, so what passes one passes the other. Broken input (an empty artifact, a truncated
+//! stream, a tar without its end marker) is refused with a precise reason (case C12). On any
+//! failure the release folder is removed and the error names the entry.
 
+use std::cell::Cell;
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
@@ -191,10 +203,15 @@ impl Drop for ArtifactWriter {
 /// Checks an artifact without writing anything: the same rules as [`unpack`], so a bad archive
 /// is refused at submission with the entry named (cases C11, C12).
 pub fn inspect(artifact: &Path, info: &ArtifactInfo, limits: UnpackLimits) -> Result<UnpackStats, ArtifactError> {
-    Unpacker { dest: None, limits, stats: UnpackStats::default(), saw_symlink: false }.run(artifact, info)
+    Unpacker::new(None, limits).run(artifact, info)
 }
 
 /// Unpacks an artifact into `dest`, which must not exist yet. On failure `dest` is removed.
+///
+/// This repeats every check of [`inspect`] (an artifact may have been stored by an older
+/// version, or the check may have a gap) and adds physical ones: no write ever goes through a
+/// symlink, and nothing is created except by `mkdir`, exclusive `open`, `symlink` and `link`
+/// inside real folders of `dest`.
 pub fn unpack(
     artifact: &Path,
     info: &ArtifactInfo,
@@ -205,13 +222,36 @@ pub fn unpack(
         fs::create_dir_all(parent)?;
     }
     fs::create_dir(dest)?;
-    let result =
-        Unpacker { dest: Some(dest), limits, stats: UnpackStats::default(), saw_symlink: false }.run(artifact, info);
+    let result = Unpacker::new(Some(dest), limits).run(artifact, info);
     if result.is_err() {
         let _ = fs::remove_dir_all(dest);
     }
     result
 }
+
+/// Size of a tar block; headers and data are padded to it.
+const BLOCK: u64 = 512;
+/// Most bytes of headers the tar reader may consume between two entries: long names, long link
+/// names and pax records are read into memory whole by the `tar` crate, so a `L` header that
+/// claims gigabytes of (highly compressible) name must be stopped from outside.
+const MAX_ENTRY_HEADERS: u64 = 256 * 1024;
+/// Most bytes accepted after the tar end-of-archive marker (record padding is at most a few KiB;
+/// more is a second archive or a bomb hiding behind the first).
+const MAX_TRAILING: u64 = 1 << 20;
+/// Longest symlink target (Linux `PATH_MAX` less its NUL).
+const MAX_LINK_TARGET: usize = 4095;
+/// Longest name of one path component (Linux `NAME_MAX`): refused at inspection rather than
+/// failing to be created at unpack.
+const MAX_NAME: usize = 255;
+/// Longest entry path, leaving room under `PATH_MAX` for the release folder's own path.
+const MAX_PATH: usize = 2048;
+/// Deepest entry path, in folders: bounds the work per entry.
+const MAX_DEPTH: usize = 128;
+/// Most path components followed while resolving all the symlinks of one archive: enough for
+/// any real archive, and a bound for one built to make resolution slow.
+const MAX_RESOLVE_STEPS: u64 = 1 << 20;
+/// Most symlinks followed while resolving one target (Linux follows 40).
+const MAX_LINK_HOPS: u32 = 40;
 
 /// Turns an archive path into safe relative components, or says why it is unsafe.
 /// `Ok(None)` is the archive root itself (`./`).
@@ -228,64 +268,177 @@ fn safe_relative(raw: &[u8]) -> Result<Option<PathBuf>, &'static str> {
     if raw.first() == Some(&b'/') {
         return Err("absolute path");
     }
+    if raw.len() > MAX_PATH {
+        return Err("path longer than 2048 bytes");
+    }
     let mut out = PathBuf::new();
     for part in raw.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
             b".." => return Err("'..' in path would leave the release folder"),
+            name if name.len() > MAX_NAME => return Err("a path component longer than 255 bytes"),
             name => out.push(OsStr::from_bytes(name)),
         }
+    }
+    if out.components().count() > MAX_DEPTH {
+        return Err("path deeper than 128 folders");
     }
     Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
 }
 
-/// Resolves a symlink target lexically from the link's folder; `None` when it escapes.
+/// Resolves a symlink target lexically from the link's folder; `None` when it escapes. The
+/// unpacker uses [`Unpacker::resolve`], which also follows the archive's own links.
+#[cfg(test)]
 fn resolve_link(link: &Path, target: &[u8]) -> Option<PathBuf> {
-    if target.is_empty() || target.first() == Some(&b'/') || target.contains(&0) {
-        return None;
-    }
-    let mut parts: Vec<&OsStr> = link
-        .parent()
-        .into_iter()
-        .flat_map(Path::components)
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
-    for part in target.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop()?;
-            }
-            name => parts.push(OsStr::from_bytes(name)),
-        }
-    }
-    Some(parts.iter().collect())
+    Unpacker::new(None, UnpackLimits { max_bytes: 0, max_entries: 0 }).resolve(link, target).ok()
 }
 
 fn display_name(raw: &[u8]) -> String {
     crate::sanitize::inert(&String::from_utf8_lossy(raw)).chars().take(200).collect()
 }
 
+fn unsafe_entry(raw: &[u8], reason: impl Into<String>) -> ArtifactError {
+    ArtifactError::UnsafeEntry { entry: display_name(raw), reason: reason.into() }
+}
+
+/// A failed write inside the release folder: the entry's fault when the path cannot exist (a
+/// name too long, a file where a folder should be), the disk's otherwise (retryable).
+fn write_error(raw: &[u8], e: &io::Error) -> ArtifactError {
+    use io::ErrorKind as K;
+    match e.kind() {
+        K::AlreadyExists | K::NotADirectory | K::IsADirectory | K::InvalidFilename | K::InvalidInput => {
+            unsafe_entry(raw, format!("cannot be created: {e}"))
+        }
+        kind => ArtifactError::Io(io::Error::new(kind, format!("writing entry '{}': {e}", display_name(raw)))),
+    }
+}
+
+/// The path of `parts` as a key of the archive model.
+fn key(parts: &[&[u8]]) -> PathBuf {
+    parts.iter().map(|p| OsStr::from_bytes(p)).collect()
+}
+
+/// What the archive has put at one path so far. `inspect` and `unpack` decide from this model,
+/// so they always agree; `unpack` checks the disk against it as well.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir,
+    File,
+    Symlink { target: Vec<u8>, raw: Vec<u8> },
+}
+
+/// Counts what the tar reader consumes from the (decompressed) stream and refuses to read past
+/// an allowance that the unpacker moves entry by entry. This is what bounds the work and memory
+/// spent on things the `tar` crate reads on its own: headers, long names, pax records, the data
+/// of entries it skips, and what follows the end marker.
+#[derive(Debug, Default)]
+struct Meter {
+    read: Cell<u64>,
+    limit: Cell<u64>,
+    /// Why the current allowance exists, reported when it is exceeded.
+    reason: Cell<&'static str>,
+    tripped: Cell<Option<&'static str>>,
+}
+
+impl Meter {
+    fn allow_until(&self, limit: u64, reason: &'static str) {
+        self.limit.set(limit);
+        self.reason.set(reason);
+    }
+}
+
+struct Metered<R> {
+    inner: R,
+    meter: Rc<Meter>,
+}
+
+impl<R: Read> Read for Metered<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let meter = &self.meter;
+        let room = meter.limit.get().saturating_sub(meter.read.get());
+        if room == 0 {
+            // At the limit: fine if the stream ends here, refused if it goes on.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            meter.tripped.set(Some(meter.reason.get()));
+            return Err(io::Error::other(meter.reason.get()));
+        }
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        meter.read.set(meter.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// Where a copy failed: reading the archive (its fault) or writing the file (the disk's).
+enum PumpError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies at most `limit + 1` bytes from `src` into `dst` (or nowhere), so that going over the
+/// limit is noticed without reading further.
+fn pump(src: &mut impl Read, mut dst: Option<&mut File>, limit: u64, buf: &mut [u8]) -> Result<u64, PumpError> {
+    let mut total = 0u64;
+    loop {
+        let room = limit.saturating_add(1).saturating_sub(total);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(total);
+        }
+        let n = match src.read(&mut buf[..want]) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(PumpError::Read(e)),
+        };
+        if let Some(file) = dst.as_mut() {
+            file.write_all(&buf[..n]).map_err(PumpError::Write)?;
+        }
+        total += n as u64;
+    }
+}
+
 struct Unpacker<'a> {
     dest: Option<&'a Path>,
     limits: UnpackLimits,
     stats: UnpackStats,
-    saw_symlink: bool,
+    entries: u64,
+    tree: HashMap<PathBuf, Node>,
+    /// Symlinks in archive order, for the final check.
+    links: Vec<PathBuf>,
+    /// Path components followed so far by [`Unpacker::resolve`] (bounded).
+    resolve_steps: Cell<u64>,
+    meter: Rc<Meter>,
+    buf: Vec<u8>,
 }
 
-fn corrupt(e: &io::Error) -> ArtifactError {
-    ArtifactError::Corrupt(e.to_string())
-}
+impl<'a> Unpacker<'a> {
+    fn new(dest: Option<&'a Path>, limits: UnpackLimits) -> Self {
+        Self {
+            dest,
+            limits,
+            stats: UnpackStats::default(),
+            entries: 0,
+            tree: HashMap::new(),
+            links: Vec::new(),
+            resolve_steps: Cell::new(0),
+            meter: Rc::new(Meter::default()),
+            buf: Vec::new(),
+        }
+    }
 
-impl Unpacker<'_> {
     fn run(mut self, artifact: &Path, info: &ArtifactInfo) -> Result<UnpackStats, ArtifactError> {
         let file = File::open(artifact)?;
         if file.metadata()?.len() == 0 {
             return Err(ArtifactError::Empty("0 bytes".into()));
         }
+        self.buf = vec![0u8; 64 * 1024];
         match info.kind() {
             ArtifactKind::Tar => self.tar(io::BufReader::new(file))?,
             ArtifactKind::TarGz => {
@@ -301,6 +454,7 @@ impl Unpacker<'_> {
             ArtifactKind::Zip => self.zip(file)?,
             ArtifactKind::Plain => self.plain(file, &info.name)?,
         }
+        self.check_links()?;
         if self.stats.files == 0 {
             return Err(ArtifactError::Empty("the archive holds no files".into()));
         }
@@ -308,34 +462,203 @@ impl Unpacker<'_> {
     }
 
     fn count_entry(&mut self) -> Result<(), ArtifactError> {
-        let entries = self.stats.files + self.stats.dirs + self.stats.links + 1;
-        if entries > self.limits.max_entries {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
             return Err(ArtifactError::TooManyEntries { limit: self.limits.max_entries });
         }
         Ok(())
     }
 
-    fn unsafe_entry(raw: &[u8], reason: impl Into<String>) -> ArtifactError {
-        ArtifactError::UnsafeEntry { entry: display_name(raw), reason: reason.into() }
+    /// Counts bytes towards the unpacked size cap before anything reads them.
+    fn charge(&mut self, bytes: u64) -> Result<(), ArtifactError> {
+        let total = self.stats.bytes.saturating_add(bytes);
+        if total > self.limits.max_bytes {
+            return Err(ArtifactError::UnpackedTooLarge { limit: self.limits.max_bytes });
+        }
+        self.stats.bytes = total;
+        Ok(())
     }
 
-    /// Copies entry data into the file (or nowhere when inspecting), within the size budget.
-    fn copy_data(&mut self, mut data: impl Read, rel: &Path, raw: &[u8], mode: u32) -> Result<(), ArtifactError> {
-        let budget = self.limits.max_bytes.saturating_sub(self.stats.bytes);
-        let mut limited = (&mut data).take(budget.saturating_add(1));
-        let written = match self.dest {
-            None => io::copy(&mut limited, &mut io::sink()).map_err(|e| corrupt(&e))?,
-            Some(dest) => {
-                let path = dest.join(rel);
-                self.prepare_parent(&path, raw)?;
-                if fs::symlink_metadata(&path).is_ok() {
-                    fs::remove_file(&path).map_err(|_| Self::unsafe_entry(raw, "duplicate entry over a folder"))?;
-                }
-                let mut out = OpenOptions::new().write(true).create_new(true).open(&path)?;
-                let n = io::copy(&mut limited, &mut out).map_err(|e| corrupt(&e))?;
-                fs::set_permissions(&path, fs::Permissions::from_mode((mode & 0o777) | 0o600))?;
-                n
+    /// An error while reading the archive: a bound of the meter, or a broken stream.
+    fn stream_error(&self, e: &io::Error) -> ArtifactError {
+        match self.meter.tripped.get() {
+            Some(reason) => ArtifactError::Corrupt(reason.to_owned()),
+            None => corrupt(e),
+        }
+    }
+
+    /// Follows `target` from the folder of `link` through the archive's own symlinks, the way
+    /// the kernel would in the unpacked tree (a `..` after a link applies to where the link
+    /// points); the error says why it does not stay inside the release folder.
+    fn resolve(&self, link: &Path, target: &[u8]) -> Result<PathBuf, &'static str> {
+        let mut parts: Vec<&[u8]> = link
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.as_bytes()),
+                _ => None,
+            })
+            .collect();
+        let mut hops = MAX_LINK_HOPS;
+        self.walk(&mut parts, target, &mut hops)?;
+        Ok(key(&parts))
+    }
+
+    fn walk<'t>(&'t self, parts: &mut Vec<&'t [u8]>, target: &'t [u8], hops: &mut u32) -> Result<(), &'static str> {
+        if target.is_empty() || target.first() == Some(&b'/') || target.contains(&0) {
+            return Err("resolves outside the release folder");
+        }
+        for part in target.split(|&b| b == b'/') {
+            let steps = self.resolve_steps.get() + 1;
+            if steps > MAX_RESOLVE_STEPS {
+                return Err("needs too much work to resolve (too many or too deep symlinks)");
             }
+            self.resolve_steps.set(steps);
+            match part {
+                b"" | b"." => {}
+                b".." => {
+                    parts.pop().ok_or("resolves outside the release folder")?;
+                }
+                name => {
+                    parts.push(name);
+                    // Only a path of the archive can be one of its links.
+                    let known = !self.links.is_empty() && parts.len() <= MAX_DEPTH + 1;
+                    if let Some(Node::Symlink { target: next, .. }) =
+                        known.then(|| self.tree.get(&key(parts))).flatten()
+                    {
+                        *hops = hops.checked_sub(1).ok_or("is a loop of symlinks (more than 40 hops)")?;
+                        parts.pop();
+                        self.walk(parts, next, hops)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-checks every symlink once the whole archive is known, in archive order: a link made
+    /// later can change where an earlier one leads (`x -> a/b/..` before `a/b -> ..`).
+    fn check_links(&self) -> Result<(), ArtifactError> {
+        for path in &self.links {
+            if let Some(Node::Symlink { target, raw }) = self.tree.get(path)
+                && let Err(why) = self.resolve(path, target)
+            {
+                return Err(unsafe_entry(
+                    raw,
+                    format!("symlink to '{}' {why} through other links of the archive", display_name(target)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `path` is a real folder on disk (not a link to one).
+    fn is_real_dir(path: &Path) -> bool {
+        fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_dir())
+    }
+
+    /// Makes every folder above `rel` a real folder of this archive, creating missing ones; a
+    /// file or a symlink on the way is refused, so nothing is ever written through a link.
+    ///
+    /// Folders made this way count as entries (a zip need not list its folders, and a million
+    /// of them is a bomb too). The search goes up from the parent only to the nearest known
+    /// folder: every ancestor of a known folder is a known folder, since a folder never becomes
+    /// anything else. So the cost per entry is one lookup plus the folders it creates.
+    fn ensure_parents(&mut self, rel: &Path, raw: &[u8]) -> Result<(), ArtifactError> {
+        let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) else { return Ok(()) };
+        let mut missing = Vec::new();
+        for ancestor in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            match self.tree.get(ancestor) {
+                Some(Node::Dir) => break,
+                Some(Node::File) => {
+                    return Err(unsafe_entry(raw, format!("its folder '{}' is a file", ancestor.display())));
+                }
+                Some(Node::Symlink { .. }) => {
+                    return Err(unsafe_entry(
+                        raw,
+                        format!(
+                            "its path goes through the symlink '{}' (writing through links is refused)",
+                            ancestor.display()
+                        ),
+                    ));
+                }
+                None => missing.push(ancestor),
+            }
+        }
+        for folder in missing.into_iter().rev() {
+            self.count_entry()?;
+            self.stats.dirs += 1;
+            self.tree.insert(folder.to_path_buf(), Node::Dir);
+            if let Some(dest) = self.dest {
+                match fs::create_dir(dest.join(folder)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(write_error(raw, &e)),
+                }
+            }
+        }
+        // Defence in depth: whatever the model says, the folder we are about to write into is a
+        // real folder, reached through real folders (the kernel checks the rest of the way as
+        // `lstat` does not follow the last component and every earlier one was checked when its
+        // own entries were written).
+        if let Some(dest) = self.dest
+            && !Self::is_real_dir(&dest.join(parent))
+        {
+            return Err(unsafe_entry(raw, format!("its folder '{}' is not a real folder", parent.display())));
+        }
+        Ok(())
+    }
+
+    /// Makes room for a file (or hard link) at `rel`: a later file replaces an earlier one (tar
+    /// semantics), but never a folder or a symlink, which a naive extractor would write through.
+    fn claim_file(&mut self, rel: &Path, raw: &[u8]) -> Result<Option<PathBuf>, ArtifactError> {
+        self.ensure_parents(rel, raw)?;
+        match self.tree.get(rel) {
+            None => {}
+            Some(Node::Dir) => return Err(unsafe_entry(raw, "a file over a folder of the archive")),
+            Some(Node::Symlink { .. }) => {
+                return Err(unsafe_entry(
+                    raw,
+                    "a file over a symlink of the archive (it would be written through the link)",
+                ));
+            }
+            Some(Node::File) => {
+                if let Some(dest) = self.dest {
+                    fs::remove_file(dest.join(rel)).map_err(|e| write_error(raw, &e))?;
+                }
+            }
+        }
+        self.tree.insert(rel.to_path_buf(), Node::File);
+        Ok(self.dest.map(|dest| dest.join(rel)))
+    }
+
+    /// Copies entry data into a new file (or nowhere when inspecting), within the size budget.
+    fn write_file(&mut self, mut data: impl Read, rel: &Path, raw: &[u8], mode: u32) -> Result<(), ArtifactError> {
+        self.count_entry()?;
+        let path = self.claim_file(rel, raw)?;
+        let budget = self.limits.max_bytes.saturating_sub(self.stats.bytes);
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = match &path {
+            None => pump(&mut data, None, budget, &mut buf),
+            Some(path) => {
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| write_error(raw, &e))?;
+                let copied = pump(&mut data, Some(&mut out), budget, &mut buf);
+                out.set_permissions(fs::Permissions::from_mode((mode & 0o777) | 0o600))
+                    .map_err(|e| write_error(raw, &e))?;
+                copied
+            }
+        };
+        self.buf = buf;
+        let written = match result {
+            Ok(n) => n,
+            Err(PumpError::Read(e)) => return Err(self.stream_error(&e)),
+            Err(PumpError::Write(e)) => return Err(write_error(raw, &e)),
         };
         if written > budget {
             return Err(ArtifactError::UnpackedTooLarge { limit: self.limits.max_bytes });
@@ -345,104 +668,127 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    /// Creates the parent folders of `path`; once the archive has made a symlink, also checks
-    /// that the real parent is still inside the release folder.
-    fn prepare_parent(&self, path: &Path, raw: &[u8]) -> Result<(), ArtifactError> {
-        let (Some(dest), Some(parent)) = (self.dest, path.parent()) else { return Ok(()) };
-        fs::create_dir_all(parent).map_err(|e| Self::unsafe_entry(raw, format!("cannot create its folder: {e}")))?;
-        if self.saw_symlink {
-            let real = parent.canonicalize()?;
-            if !real.starts_with(dest.canonicalize()?) {
-                return Err(Self::unsafe_entry(raw, "its folder resolves outside the release folder"));
-            }
-        }
-        Ok(())
-    }
-
     fn make_dir(&mut self, rel: Option<&Path>, raw: &[u8]) -> Result<(), ArtifactError> {
         self.count_entry()?;
         self.stats.dirs += 1;
-        if let (Some(dest), Some(rel)) = (self.dest, rel) {
-            let path = dest.join(rel);
-            self.prepare_parent(&path, raw)?;
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => return Err(Self::unsafe_entry(raw, "a folder over an existing file or link")),
-                Err(_) => fs::create_dir(&path)?,
-            }
+        let Some(rel) = rel else { return Ok(()) };
+        self.ensure_parents(rel, raw)?;
+        match self.tree.get(rel) {
+            Some(Node::Dir) => return Ok(()),
+            Some(_) => return Err(unsafe_entry(raw, "a folder over an existing file or link")),
+            None => {}
+        }
+        self.tree.insert(rel.to_path_buf(), Node::Dir);
+        if let Some(dest) = self.dest {
+            fs::create_dir(dest.join(rel)).map_err(|e| write_error(raw, &e))?;
         }
         Ok(())
     }
 
     fn make_symlink(&mut self, rel: &Path, raw: &[u8], target: &[u8]) -> Result<(), ArtifactError> {
         self.count_entry()?;
-        if resolve_link(rel, target).is_none() {
-            return Err(Self::unsafe_entry(
-                raw,
-                format!("symlink to '{}' resolves outside the release folder", display_name(target)),
-            ));
+        let shown = display_name(target);
+        if target.is_empty() {
+            return Err(unsafe_entry(raw, "symlink with an empty target"));
         }
-        self.saw_symlink = true;
+        if target.len() > MAX_LINK_TARGET {
+            return Err(unsafe_entry(raw, format!("symlink target longer than {MAX_LINK_TARGET} bytes")));
+        }
+        if target.contains(&0) {
+            return Err(unsafe_entry(raw, "NUL byte in symlink target"));
+        }
+        if target.first() == Some(&b'/') {
+            return Err(unsafe_entry(raw, format!("symlink to the absolute path '{shown}'")));
+        }
+        self.ensure_parents(rel, raw)?;
+        if self.tree.contains_key(rel) {
+            return Err(unsafe_entry(raw, "symlink over an existing entry"));
+        }
+        if let Err(why) = self.resolve(rel, target) {
+            return Err(unsafe_entry(raw, format!("symlink to '{shown}' {why}")));
+        }
+        self.tree.insert(rel.to_path_buf(), Node::Symlink { target: target.to_vec(), raw: raw.to_vec() });
+        self.links.push(rel.to_path_buf());
         self.stats.links += 1;
         if let Some(dest) = self.dest {
-            let path = dest.join(rel);
-            self.prepare_parent(&path, raw)?;
-            if fs::symlink_metadata(&path).is_ok() {
-                return Err(Self::unsafe_entry(raw, "symlink over an existing entry"));
-            }
-            std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)?;
+            std::os::unix::fs::symlink(OsStr::from_bytes(target), dest.join(rel)).map_err(|e| write_error(raw, &e))?;
         }
         Ok(())
     }
 
     fn make_hardlink(&mut self, rel: &Path, raw: &[u8], target: &[u8]) -> Result<(), ArtifactError> {
         self.count_entry()?;
+        let shown = display_name(target);
         let Ok(Some(target_rel)) = safe_relative(target) else {
-            return Err(Self::unsafe_entry(
-                raw,
-                format!("hard link to '{}' points outside the release folder", display_name(target)),
-            ));
+            return Err(unsafe_entry(raw, format!("hard link to '{shown}' points outside the release folder")));
         };
+        if self.tree.get(&target_rel) != Some(&Node::File) {
+            return Err(unsafe_entry(raw, format!("hard link to '{shown}', which is not a file of this archive")));
+        }
+        if target_rel == rel {
+            return Err(unsafe_entry(raw, "hard link to itself"));
+        }
+        let path = self.claim_file(rel, raw)?;
         self.stats.links += 1;
-        if let Some(dest) = self.dest {
+        if let (Some(dest), Some(path)) = (self.dest, path) {
             let source = dest.join(&target_rel);
-            match fs::symlink_metadata(&source) {
-                Ok(m) if m.is_file() => {}
-                _ => return Err(Self::unsafe_entry(raw, "hard link to something that is not a file of this archive")),
+            let real_file = fs::symlink_metadata(&source).is_ok_and(|m| m.file_type().is_file());
+            let real_parents = target_rel.parent().is_none_or(|p| {
+                p.ancestors().filter(|a| !a.as_os_str().is_empty()).all(|a| Self::is_real_dir(&dest.join(a)))
+            });
+            if !real_file || !real_parents {
+                return Err(unsafe_entry(raw, format!("hard link to '{shown}', which is not a real file on disk")));
             }
-            if self.saw_symlink {
-                let real = source.canonicalize()?;
-                if !real.starts_with(dest.canonicalize()?) {
-                    return Err(Self::unsafe_entry(raw, "hard link resolves outside the release folder"));
-                }
-            }
-            let path = dest.join(rel);
-            self.prepare_parent(&path, raw)?;
-            if fs::symlink_metadata(&path).is_ok() {
-                fs::remove_file(&path).map_err(|_| Self::unsafe_entry(raw, "hard link over a folder"))?;
-            }
-            fs::hard_link(&source, &path)?;
+            fs::hard_link(&source, &path).map_err(|e| write_error(raw, &e))?;
         }
         Ok(())
     }
 
     fn tar(&mut self, reader: impl Read) -> Result<(), ArtifactError> {
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(|e| corrupt(&e))? {
-            let entry = entry.map_err(|e| corrupt(&e))?;
-            let raw = entry.path_bytes().into_owned();
+        const HEADERS: &str = "tar headers of one entry (long names, pax records) exceed 256 KiB";
+        let meter = Rc::clone(&self.meter);
+        let mut archive = tar::Archive::new(Metered { inner: reader, meter: Rc::clone(&meter) });
+        let mut entries = archive.entries().map_err(|e| corrupt(&e))?;
+        // Stream offset where the data of the last entry (padded to a block) ends.
+        let mut data_end = 0u64;
+        let mut seen = false;
+        loop {
+            meter.allow_until(data_end.saturating_add(MAX_ENTRY_HEADERS), HEADERS);
+            let Some(entry) = entries.next() else { break };
+            let entry = entry.map_err(|e| self.stream_error(&e))?;
+            seen = true;
             let kind = entry.header().entry_type();
-            let rel = safe_relative(&raw).map_err(|reason| Self::unsafe_entry(&raw, reason))?;
+            // What the entry occupies in the stream; a GNU sparse entry reports its expanded
+            // size, but occupies its header's.
+            let stored = if kind == tar::EntryType::GNUSparse {
+                entry.header().entry_size().map_err(|e| corrupt(&e))?
+            } else {
+                entry.size()
+            };
+            data_end = meter.read.get().saturating_add(stored.div_ceil(BLOCK).saturating_mul(BLOCK));
+            meter.allow_until(data_end, "tar entry data longer than its header says");
+            if matches!(kind, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader) {
+                // Metadata for the reader (`git archive` puts the commit in one); never written,
+                // so its name does not matter (GNU tar names them with an absolute path).
+                self.count_entry()?;
+                self.charge(stored)?;
+                continue;
+            }
+            let raw = entry.path_bytes().into_owned();
+            let rel = safe_relative(&raw).map_err(|reason| unsafe_entry(&raw, reason))?;
             match kind {
-                tar::EntryType::Directory => self.make_dir(rel.as_deref(), &raw)?,
                 tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                    let rel = rel.ok_or_else(|| Self::unsafe_entry(&raw, "a file with no name"))?;
-                    self.count_entry()?;
+                    let rel = rel.ok_or_else(|| unsafe_entry(&raw, "a file with no name"))?;
                     let mode = entry.header().mode().unwrap_or(0o644);
-                    self.copy_data(entry, &rel, &raw, mode)?;
+                    self.write_file(entry, &rel, &raw, mode)?;
+                }
+                tar::EntryType::Directory => {
+                    self.charge(stored)?;
+                    self.make_dir(rel.as_deref(), &raw)?;
                 }
                 tar::EntryType::Symlink | tar::EntryType::Link => {
-                    let rel = rel.ok_or_else(|| Self::unsafe_entry(&raw, "a link with no name"))?;
+                    self.charge(stored)?;
+                    let rel = rel.ok_or_else(|| unsafe_entry(&raw, "a link with no name"))?;
                     let target = entry.link_name_bytes().map(std::borrow::Cow::into_owned).unwrap_or_default();
                     if kind == tar::EntryType::Symlink {
                         self.make_symlink(&rel, &raw, &target)?;
@@ -450,20 +796,32 @@ impl Unpacker<'_> {
                         self.make_hardlink(&rel, &raw, &target)?;
                     }
                 }
-                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
                 other => {
-                    return Err(Self::unsafe_entry(
-                        &raw,
-                        format!("entry type {other:?} (devices, FIFOs) is not allowed"),
-                    ));
+                    return Err(unsafe_entry(&raw, format!("entry type {other:?} (devices, FIFOs) is not allowed")));
                 }
             }
         }
+        let read = meter.read.get();
+        if !seen && read == 0 {
+            return Err(ArtifactError::Empty("the archive holds no data".into()));
+        }
+        // The `tar` crate takes the end of the stream for the end of the archive; a tar cut at a
+        // block boundary would pass as complete without this check of the end marker.
+        if read < data_end.saturating_add(BLOCK) {
+            return Err(ArtifactError::Corrupt("the tar ends without its end-of-archive marker (truncated)".into()));
+        }
         // Read to the end so that a truncated or corrupt compressed stream (bad CRC, missing
-        // trailer) is noticed even when the tar end marker came first.
+        // trailer) is noticed even though the tar end marker came first; bounded.
+        meter
+            .allow_until(read.saturating_add(MAX_TRAILING), "more than 1 MiB of data after the end of the tar archive");
         let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink()).map_err(|e| corrupt(&e))?;
-        Ok(())
+        let mut buf = std::mem::take(&mut self.buf);
+        let drained = pump(&mut rest, None, u64::MAX - 1, &mut buf);
+        self.buf = buf;
+        match drained {
+            Ok(_) => Ok(()),
+            Err(PumpError::Read(e) | PumpError::Write(e)) => Err(self.stream_error(&e)),
+        }
     }
 
     fn zip(&mut self, file: File) -> Result<(), ArtifactError> {
@@ -472,25 +830,27 @@ impl Unpacker<'_> {
         if archive.len() as u64 > self.limits.max_entries {
             return Err(ArtifactError::TooManyEntries { limit: self.limits.max_entries });
         }
+        if archive.is_empty() {
+            return Err(ArtifactError::Empty("the zip holds no entries".into()));
+        }
         for i in 0..archive.len() {
             let mut entry = archive.by_index(i).map_err(|e| ArtifactError::Corrupt(e.to_string()))?;
             let raw = entry.name_raw().to_vec();
-            let rel = safe_relative(&raw).map_err(|reason| Self::unsafe_entry(&raw, reason))?;
+            let rel = safe_relative(&raw).map_err(|reason| unsafe_entry(&raw, reason))?;
             let mode = entry.unix_mode().unwrap_or(0o644);
             let file_type = mode & 0o170_000;
             if entry.is_dir() {
                 self.make_dir(rel.as_deref(), &raw)?;
             } else if entry.is_symlink() {
-                let rel = rel.ok_or_else(|| Self::unsafe_entry(&raw, "a link with no name"))?;
+                let rel = rel.ok_or_else(|| unsafe_entry(&raw, "a link with no name"))?;
                 let mut target = Vec::new();
-                (&mut entry).take(4096).read_to_end(&mut target).map_err(|e| corrupt(&e))?;
+                (&mut entry).take(MAX_LINK_TARGET as u64 + 1).read_to_end(&mut target).map_err(|e| corrupt(&e))?;
                 self.make_symlink(&rel, &raw, &target)?;
             } else if file_type == 0 || file_type == 0o100_000 {
-                let rel = rel.ok_or_else(|| Self::unsafe_entry(&raw, "a file with no name"))?;
-                self.count_entry()?;
-                self.copy_data(&mut entry, &rel, &raw, mode)?;
+                let rel = rel.ok_or_else(|| unsafe_entry(&raw, "a file with no name"))?;
+                self.write_file(&mut entry, &rel, &raw, mode)?;
             } else {
-                return Err(Self::unsafe_entry(&raw, "special file (device, FIFO) is not allowed"));
+                return Err(unsafe_entry(&raw, "special file (device, FIFO) is not allowed"));
             }
         }
         Ok(())
@@ -500,9 +860,12 @@ impl Unpacker<'_> {
         if !valid_artifact_name(name) {
             return Err(ArtifactError::BadName(name.chars().take(80).collect()));
         }
-        self.count_entry()?;
-        self.copy_data(file, Path::new(name), name.as_bytes(), 0o644)
+        self.write_file(file, Path::new(name), name.as_bytes(), 0o644)
     }
+}
+
+fn corrupt(e: &io::Error) -> ArtifactError {
+    ArtifactError::Corrupt(e.to_string())
 }
 
 #[cfg(test)]
