@@ -184,7 +184,7 @@ pub struct HistoryState {
 }
 
 /// Most older deployments held at once (history is paged, never held whole).
-pub const HISTORY_CAP: usize = 20_000;
+pub const HISTORY_CAP: usize = 5_000;
 
 /// The fields of the new-deployment form, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -643,15 +643,22 @@ fn history_page(state: &mut AppState, result: Result<Box<tds_core::store::Page<D
                 .filter(|d| !state.deployments.contains_key(&d.id) && !known.contains(&d.id))
                 .map(Arc::new)
                 .collect();
-            if fresh.is_empty() || state.history.older.len() + fresh.len() >= HISTORY_CAP {
-                state.history.exhausted = true;
-            }
+            let full = state.history.older.len() + fresh.len() >= HISTORY_CAP;
             let n = fresh.len();
+            state.history.exhausted = fresh.is_empty() || full;
             state.history.older.extend(fresh);
             state.history.older.truncate(HISTORY_CAP);
             state.queue.dirty = true;
-            if n > 0 {
+            if full {
+                let text = format!(
+                    "showing the newest {} older deployments; for earlier ones: tds history --limit/--offset",
+                    state.history.older.len()
+                );
+                flash(state, text, false);
+            } else if n > 0 {
                 flash(state, format!("loaded {n} older deployments from history"), false);
+            } else {
+                flash(state, "no older deployments in history".into(), false);
             }
         }
         Err(e) => flash(state, format!("history: {e}"), true),
