@@ -427,7 +427,7 @@ async fn raw_submission(handle: &OrchestratorHandle, req: Request) -> Result<Sub
         })?;
         received += chunk.len() as u64;
         if received > limit {
-            drain_in_background(body);
+            super::drain_in_background(body);
             return Err(ApiError::too_large(limit));
         }
         buffer.extend_from_slice(&chunk);
@@ -449,21 +449,6 @@ async fn write_chunk(writer: Option<ArtifactWriter>, chunk: Vec<u8>) -> Result<A
         .await
         .map_err(|e| ApiError::internal("upload task", &e))?
         .map_err(|e: ArtifactError| ApiError::from(tds_core::Error::Artifact(e)))
-}
-
-/// Keeps reading (and discarding) an oversized upload for a bounded time after the 413 is
-/// sent, so that the client reads the answer instead of a connection reset.
-fn drain_in_background(mut body: axum::body::BodyDataStream) {
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-        let mut drained: u64 = 0;
-        while drained < 64 * 1024 * 1024 {
-            match tokio::time::timeout_at(deadline, body.next()).await {
-                Ok(Some(Ok(chunk))) => drained += chunk.len() as u64,
-                _ => break,
-            }
-        }
-    });
 }
 
 /// The status of a deployment: phase, step k of n, percent, attempts, timings, error, wait

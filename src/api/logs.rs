@@ -132,6 +132,7 @@ pub async fn logs(
         path,
         file: None,
         partial: Vec::new(),
+        buf: Vec::new(),
         skipping: false,
         format,
         follow,
@@ -185,6 +186,8 @@ struct Tail {
     file: Option<tokio::fs::File>,
     /// Bytes after the last newline (a record being written).
     partial: Vec<u8>,
+    /// The read buffer, kept between reads.
+    buf: Vec<u8>,
     /// Inside an over-long line that is being skipped.
     skipping: bool,
     format: Format,
@@ -215,21 +218,23 @@ impl Tail {
                 }
             }
             if let Some(file) = self.file.as_mut() {
-                let mut buf = vec![0u8; READ_CHUNK];
-                match file.read(&mut buf).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        let out = self.take_lines(&buf[..n]);
-                        if !out.is_empty() {
-                            return Some(out.into());
-                        }
-                        continue;
-                    }
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.resize(READ_CHUNK, 0);
+                let out = match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => Some(self.take_lines(&buf[..n])),
                     Err(e) => {
                         tracing::warn!(path = %self.path.display(), error = %e, "cannot read log");
                         self.done = true;
                         return None;
                     }
+                };
+                self.buf = buf;
+                if let Some(out) = out {
+                    if !out.is_empty() {
+                        return Some(out.into());
+                    }
+                    continue;
                 }
             }
             // At the end of what is written so far.

@@ -262,18 +262,35 @@ pub async fn read_body(
     if content_length(req.headers()).is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
+    let capacity = content_length(req.headers()).map_or(0, |n| usize::try_from(n).unwrap_or(0)).min(1 << 20);
     let mut body = req.into_body().into_data_stream();
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(capacity);
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", format!("cannot read the request body: {e}"))
         })?;
         if (out.len() + chunk.len()) as u64 > limit {
+            drain_in_background(body);
             return Err(too_large(limit));
         }
         out.extend_from_slice(&chunk);
     }
     Ok(out.into())
+}
+
+/// Keeps reading (and discarding) an oversized body for a bounded time and size after the 413
+/// is sent, so that the client reads the answer instead of a connection reset (case C16).
+pub fn drain_in_background(mut body: axum::body::BodyDataStream) {
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut drained: u64 = 0;
+        while drained < 64 * 1024 * 1024 {
+            match tokio::time::timeout_at(deadline, body.next()).await {
+                Ok(Some(Ok(chunk))) => drained += chunk.len() as u64,
+                _ => break,
+            }
+        }
+    });
 }
 
 /// The declared body length, if any.
