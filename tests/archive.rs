@@ -200,10 +200,10 @@ impl Sandbox {
         let inspected = artifact::inspect(&path, &info(name, bytes), limits);
         let result = artifact::unpack(&path, &info(name, bytes), &self.release(), limits);
         std::fs::remove_file(&path).unwrap();
-        let err = result.expect_err("unpack must refuse");
-        assert!(inspected.is_err(), "inspect accepted what unpack refused: {err}");
         assert_eq!(snapshot(self.root(), &self.release()), before, "something changed outside the release folder");
+        let err = result.expect_err("unpack must refuse");
         assert!(!self.release().exists(), "the partial release folder must be removed");
+        assert!(inspected.is_err(), "inspect accepted what unpack refused: {err}");
         err
     }
 
@@ -404,22 +404,73 @@ steps = [{ name = "install", run = "while [ -n \"$TDS_PARAM_HOLD\" ] && [ ! -f {
     reason
 }
 
+/// What the operator sees: the API answers 400 in its envelope, with the entry named in the
+/// message and the kind of refusal in `details.reason` (raw upload; the JSON body path shares
+/// the same submit).
+#[tokio::test]
+async fn c11_c12_api_answers_400_naming_the_entry() {
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode, header};
+    use tower::ServiceExt as _;
+
+    let h = Harness::start(WEB).await;
+    let app = tds::api::router(h.handle.clone());
+    let half = site("1");
+    let cases = [
+        (
+            "site.tar.gz",
+            gzip(&tar(&[file("ok/file", b"ok"), file("../1-evil/x", b"evil")])),
+            "unsafe_entry",
+            "../1-evil/x",
+        ),
+        (
+            "site.zip",
+            zip(&[(b"ok/file", ZipKind::File, b"ok"), (b"/tmp/abs_escaped.txt", ZipKind::File, b"e")]),
+            "unsafe_entry",
+            "/tmp/abs_escaped.txt",
+        ),
+        ("site.tar.gz", gzip(&[0u8; 10240]), "empty", "empty artifact"),
+        ("site.tar.gz", half[..half.len() / 2].to_vec(), "corrupt", "truncated or corrupt archive"),
+    ];
+    for (name, bytes, reason, text) in cases {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/v1/deployments?environment=web&name={name}&version=1"))
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(bytes))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"]["code"], "invalid_artifact", "{body}");
+        assert_eq!(body["error"]["details"]["reason"], reason, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap_or("").contains(text), "{body}");
+    }
+    assert!(
+        !h.root("web").join("releases").exists()
+            || std::fs::read_dir(h.root("web").join("releases")).unwrap().next().is_none()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // C11: links
 
-/// Each archive with the entry it must be refused on and a word of the reason. `abs` is an
-/// absolute path of a file that exists outside the release.
-fn c11_link_cases(abs_secret: &str) -> Vec<(&'static str, Vec<Entry>, &'static str, &'static str)> {
+/// Each archive with the entry it must be refused on and a word of the reason. `outside` is a
+/// folder outside the release holding a file `secret`.
+fn c11_link_cases(outside: &str) -> Vec<(&'static str, Vec<Entry>, &'static str, &'static str)> {
+    let abs_secret = &format!("{outside}/secret");
     vec![
         ("symlink to an absolute path", vec![file("f", b"x"), link(SYMLINK, "pw", abs_secret)], "pw", "absolute"),
         ("symlink up a .. chain", vec![file("f", b"x"), link(SYMLINK, "a/b/up", "../../../..")], "a/b/up", "outside"),
         ("symlink to the sibling release", vec![file("f", b"x"), link(SYMLINK, "s", "../1-evil")], "s", "outside"),
         (
             // `x -> a/b/..` looks like `a` until `a/b -> ..` exists; then `x` is `releases/`.
-            // Writing `x/1-evil/pwned` would land in the sibling release.
+            // Writing `x/fresh/pwned` would make `releases/fresh/` next to the release.
             "a file written through a link to a folder",
-            vec![link(SYMLINK, "x", "a/b/.."), dir("a"), link(SYMLINK, "a/b", ".."), file("x/1-evil/pwned", b"evil")],
-            "x/1-evil/pwned",
+            vec![link(SYMLINK, "x", "a/b/.."), dir("a"), link(SYMLINK, "a/b", ".."), file("x/fresh/pwned", b"evil")],
+            "x/fresh/pwned",
             "symlink 'x'",
         ),
         (
@@ -465,16 +516,25 @@ fn c11_link_cases(abs_secret: &str) -> Vec<(&'static str, Vec<Entry>, &'static s
 
 #[test]
 fn c11_links_resolving_outside_are_refused_by_unpack() {
-    let sb = Sandbox::new();
-    let secret = sb.abs("secret");
-    for (what, entries, entry, reason) in c11_link_cases(&secret) {
-        let err = sb.refuse("site.tar", &tar(&entries), LIMITS);
-        assert_unsafe(&err, entry, reason);
-        let err = sb.refuse("site.tar.gz", &gzip(&tar(&entries)), LIMITS);
-        assert!(matches!(err, ArtifactError::UnsafeEntry { .. }), "{what}: {err}");
+    // Every case runs (in its own sandbox) and the failures are reported together.
+    let mut failures = Vec::new();
+    for (what, entries, entry, reason) in c11_link_cases("{abs}") {
+        let outcome = std::panic::catch_unwind(|| {
+            let sb = Sandbox::new();
+            let root = sb.root().display().to_string();
+            let entries: Vec<Entry> =
+                entries.iter().map(|e| Entry { link: with_abs(&e.link, &root), ..e.clone() }).collect();
+            let err = sb.refuse("site.tar", &tar(&entries), LIMITS);
+            assert_unsafe(&err, entry, reason);
+            let err = sb.refuse("site.tar.gz", &gzip(&tar(&entries)), LIMITS);
+            assert!(matches!(err, ArtifactError::UnsafeEntry { .. }), "{what}: {err}");
+            assert_eq!(std::fs::read_to_string(sb.root().join("secret")).unwrap(), "secret");
+        });
+        if outcome.is_err() {
+            failures.push(what);
+        }
     }
-    assert_eq!(std::fs::read_to_string(sb.root().join("secret")).unwrap(), "secret");
-    assert!(!sb.root().join("env/releases/sibling.txt").exists());
+    assert!(failures.is_empty(), "not refused as expected: {failures:?}");
 }
 
 #[tokio::test]
@@ -482,7 +542,7 @@ async fn c11_links_resolving_outside_are_refused_at_submission() {
     let h = Harness::start(WEB).await;
     let secret = h.dir.path().join("secret");
     std::fs::write(&secret, "secret").unwrap();
-    for (what, entries, entry, reason) in c11_link_cases(&secret.display().to_string()) {
+    for (what, entries, entry, reason) in c11_link_cases(&h.dir.path().display().to_string()) {
         let err = refused_at_submission(&h, "site.tar.gz", gzip(&tar(&entries))).await;
         assert!(err.to_string().contains(entry), "{what}: {err}");
         assert_unsafe(&err, entry, reason);
