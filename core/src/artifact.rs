@@ -894,6 +894,35 @@ mod tests {
     }
 
     #[test]
+    fn links_resolve_through_the_archives_own_links() {
+        let mut u = Unpacker::new(None, UnpackLimits { max_bytes: 1 << 20, max_entries: 100 });
+        u.tree.insert(PathBuf::from("a"), Node::Dir);
+        u.tree.insert(PathBuf::from("a/b"), Node::Symlink { target: b"..".to_vec(), raw: b"a/b".to_vec() });
+        u.links.push(PathBuf::from("a/b"));
+        // Lexically `a`, but `a/b` is the release root, so `a/b/..` is its parent.
+        assert_eq!(u.resolve(Path::new("x"), b"a/b/..").map_err(|_| ()), Err(()));
+        assert_eq!(u.resolve(Path::new("x"), b"a/b/a"), Ok(PathBuf::from("a")));
+        u.tree.insert(PathBuf::from("l1"), Node::Symlink { target: b"l2".to_vec(), raw: b"l1".to_vec() });
+        u.tree.insert(PathBuf::from("l2"), Node::Symlink { target: b"l1".to_vec(), raw: b"l2".to_vec() });
+        assert!(u.resolve(Path::new("x"), b"l1").is_err_and(|why| why.contains("loop")));
+    }
+
+    #[test]
+    fn the_meter_stops_reading_past_its_allowance() {
+        let meter = Rc::new(Meter::default());
+        meter.allow_until(10, "too much");
+        let mut r = Metered { inner: &[7u8; 20][..], meter: Rc::clone(&meter) };
+        let mut out = Vec::new();
+        let err = r.read_to_end(&mut out).expect_err("must trip");
+        assert_eq!((out.len(), err.to_string().as_str(), meter.tripped.get()), (10, "too much", Some("too much")));
+        // Exactly at the allowance and at the end of the stream is fine.
+        let meter = Rc::new(Meter::default());
+        meter.allow_until(20, "too much");
+        let mut r = Metered { inner: &[7u8; 20][..], meter: Rc::clone(&meter) };
+        assert_eq!(r.read_to_end(&mut Vec::new()).ok(), Some(20));
+    }
+
+    #[test]
     fn names_of_plain_artifacts() {
         assert!(valid_artifact_name("site-1.2.tar.gz"));
         for bad in ["", ".hidden", "a/b", "..", "x\u{1b}", "a\\b"] {
