@@ -66,6 +66,9 @@ pub struct QueueState {
     pub selected_id: Option<DeploymentId>,
     /// The first row shown.
     pub offset: usize,
+    /// The selection stays on the first row (what runs now) instead of following one
+    /// deployment down the list; true until the user moves off the top.
+    pub follow_top: bool,
     /// Include every finished deployment, paging older ones in from the store (`a`); without
     /// it, finished ones stay listed for [`RECENT_MINUTES`] so that a result does not vanish
     /// under the cursor.
@@ -391,7 +394,7 @@ impl AppState {
             environments: Vec::new(),
             history: HistoryState::default(),
             focus: Pane::Queue,
-            queue: QueueState { dirty: true, ..QueueState::default() },
+            queue: QueueState { dirty: true, follow_top: true, ..QueueState::default() },
             envs: EnvState::default(),
             logs: LogState::default(),
             trends: TrendState { dirty: true, ..TrendState::default() },

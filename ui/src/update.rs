@@ -416,12 +416,14 @@ fn settle(state: &mut AppState) {
         rebuild_rows(state);
     }
     let q = &mut state.queue;
-    let found = q.selected_id.and_then(|id| {
-        // The common case: the selected row did not move.
-        if q.rows.get(q.selected).is_some_and(|d| d.id == id) {
-            return Some(q.selected);
-        }
-        q.rows.iter().position(|d| d.id == id)
+    let found = if q.follow_top { Some(0) } else { None }.or_else(|| {
+        q.selected_id.and_then(|id| {
+            // The common case: the selected row did not move.
+            if q.rows.get(q.selected).is_some_and(|d| d.id == id) {
+                return Some(q.selected);
+            }
+            q.rows.iter().position(|d| d.id == id)
+        })
     });
     q.selected = found.unwrap_or_else(|| q.selected.min(q.rows.len().saturating_sub(1)));
     q.selected_id = q.rows.get(q.selected).map(|d| d.id);
@@ -560,6 +562,7 @@ fn step(state: &mut AppState, delta: i64, fx: &mut Vec<Effect>) {
             let q = &mut state.queue;
             q.selected = moved(q.selected, delta, q.rows.len());
             q.selected_id = q.rows.get(q.selected).map(|d| d.id);
+            q.follow_top = q.selected == 0;
             keep_visible(state);
             sync_log_target(state);
             maybe_page_history(state, fx);
@@ -1047,6 +1050,7 @@ fn submitted(state: &mut AppState, result: Result<Box<DeploymentView>, String>) 
             }
             flash(state, format!("queued {}", label(&view)), false);
             state.queue.selected_id = Some(view.id);
+            state.queue.follow_top = false;
             state.focus = Pane::Queue;
             state.deployments.entry(view.id).or_insert_with(|| Arc::new(*view));
             state.queue.dirty = true;
@@ -1097,6 +1101,7 @@ fn click(state: &mut AppState, column: u16, row: u16) {
             if let Some(d) = state.queue.rows.get(i) {
                 state.queue.selected = i;
                 state.queue.selected_id = Some(d.id);
+                state.queue.follow_top = i == 0;
                 sync_log_target(state);
             }
         }
