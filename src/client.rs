@@ -447,3 +447,30 @@ fn describe_page(page: &Value) -> String {
 pub fn is_status(e: &anyhow::Error, status: StatusCode) -> bool {
     e.downcast_ref::<ApiFailure>().is_some_and(|f| f.status == status.as_u16())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_text_is_made_inert_and_durations_read_well() {
+        let d = serde_json::json!({
+            "id": "01JF0000000000000000000000", "environment": "staging", "version": "v\u{1b}[2J",
+            "priority": "high", "status": "running", "phase": "steps",
+            "step": {"index": 2, "total": 3, "name": "install"}, "progress_percent": 43,
+            "attempt": 1, "retry_count": 0, "max_retries": 3,
+            "artifact": {"name": "site.tar.gz", "size": 10, "sha256": "abcdef0123456789"},
+            "params": {}, "requested_by": "ci", "wait_reason": null, "error": null,
+            "next_retry_at": null, "created_at": "2026-12-03T10:00:00Z", "started_at": null,
+            "finished_at": null, "duration_ms": null
+        });
+        let text = describe(&d);
+        assert!(text.contains("v␛[2J") && !text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("running (steps 2/3 install, 43%)"), "{text}");
+        assert_eq!(
+            (human_ms(850.0), human_ms(12_400.0), human_ms(185_000.0)),
+            ("850ms".into(), "12.4s".into(), "3m05s".into())
+        );
+        assert_eq!(encode("a b/../c"), "a%20b%2F..%2Fc");
+    }
+}
