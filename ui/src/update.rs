@@ -677,9 +677,8 @@ fn back(state: &mut AppState) {
         state.mode = Mode::Normal;
         return;
     }
-    if state.flash.is_some() {
-        state.flash = None;
-    } else if !state.queue.filter_text.is_empty() {
+    state.flash = None;
+    if !state.queue.filter_text.is_empty() {
         set_filter(state, String::new());
     } else if state.logs.search.is_some() {
         state.logs.search = None;
@@ -828,7 +827,9 @@ fn new_form(state: &mut AppState) {
 }
 
 fn answer(state: &mut AppState, yes: bool, fx: &mut Vec<Effect>) {
-    let Mode::Confirm(confirm) = std::mem::take(&mut state.mode) else { return };
+    let Mode::Confirm(confirm) = &state.mode else { return };
+    let confirm = confirm.clone();
+    state.mode = Mode::Normal;
     match (confirm, yes) {
         (Confirm::Cancel { id, label }, true) => {
             flash(state, format!("cancelling {label}…"), false);
