@@ -39,7 +39,7 @@ impl Ui {
         let utc = FixedOffset::east_opt(0).expect("utc");
         let task = tokio::spawn(async move {
             let mut terminal = Terminal::new(backend).map_err(|e| io::Error::other(e.to_string()))?;
-            tds_ui::app::run_loop(&mut terminal, handle, options, utc, events).await
+            tds_ui::event::run_loop(&mut terminal, handle, options, utc, events).await
         });
         Self { keys, screen, shutdown, task }
     }

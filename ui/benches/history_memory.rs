@@ -120,7 +120,7 @@ async fn main() {
     let task = tokio::spawn(async move {
         let mut terminal = Terminal::new(backend).expect("terminal");
         let utc = FixedOffset::east_opt(0).expect("utc");
-        tds_ui::app::run_loop(&mut terminal, ui_handle, options, utc, events).await
+        tds_ui::event::run_loop(&mut terminal, ui_handle, options, utc, events).await
     });
     keys.unbounded_send(Ok::<_, io::Error>(key('a'))).expect("send");
     tokio::time::sleep(Duration::from_millis(500)).await;

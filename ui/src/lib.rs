@@ -3,12 +3,12 @@
 //! The shape follows ratatui's event-driven template: terminal and core events become
 //! [`action::Action`]s, [`update::update`] is the only place [`state::AppState`] changes (and
 //! returns [`action::Effect`]s for the loop to run against the handle), and [`view::render`]
-//! draws the state without touching anything else. [`app::run_loop`] is generic over the
+//! draws the state without touching anything else. [`event::run_loop`] is generic over the
 //! backend, so tests run the real loop on a `TestBackend`.
 
 pub mod action;
-pub mod app;
 pub mod effect;
+pub mod event;
 mod filter;
 #[doc(hidden)]
 pub mod fixtures;
@@ -47,7 +47,7 @@ pub async fn run(handle: OrchestratorHandle, options: UiOptions) -> std::io::Res
     let offset = chrono::Local::now().offset().fix();
     let (guard, mut terminal) = tui::TerminalGuard::enter()?;
     let events = ratatui::crossterm::event::EventStream::new();
-    let result = app::run_loop(&mut terminal, handle, options, offset, events).await;
+    let result = event::run_loop(&mut terminal, handle, options, offset, events).await;
     drop(terminal);
     drop(guard);
     result
