@@ -14,6 +14,8 @@ if [[ -z "${TDS_BIN:-}" ]]; then
     TDS_BIN=target/debug/tds
 fi
 BIN="$(realpath "$TDS_BIN")"
+cargo build --quiet -p tds-ui --example panic_restore
+PANIC_BIN="$(realpath target/debug/examples/panic_restore)"
 SESSION="tds-e2e-$$"
 WORK="$(mktemp -d)"
 STEP="start"
@@ -66,25 +68,38 @@ keys() {
 
 type_text() { tmux send-keys -t "$SESSION" -l "$1"; sleep 0.3; }
 
-start() {
-    tmux new-session -d -s "$SESSION" -x "${1:-120}" -y "${2:-36}" "exec '$BIN' --demo 2>'$WORK/stderr'"
+# run_in_tmux WIDTH HEIGHT COMMAND: runs COMMAND in a fresh session; its exit status lands in
+# $WORK/status (the wrapper shell does not depend on tmux noticing the exit).
+run_in_tmux() {
+    tmux kill-session -t "$SESSION" 2>/dev/null || true
+    rm -f "$WORK/status"
+    tmux new-session -d -s "$SESSION" -x "$1" -y "$2" "$3; echo \$? >'$WORK/status'"
     tmux set-option -t "$SESSION" remain-on-exit on >/dev/null
 }
 
-# wait_exit [SECONDS]: until the tds process ended; fails unless it exited with status 0.
-wait_exit() {
-    local limit="${1:-20}" i dead status
+start() { run_in_tmux "${1:-120}" "${2:-36}" "'$BIN' --demo 2>'$WORK/stderr'"; }
+
+# tds_pid: the process under the wrapper shell.
+tds_pid() { pgrep -P "$(tmux display-message -p -t "$SESSION" '#{pane_pid}')" | head -1; }
+
+
+# wait_exit_status STATUS [SECONDS]: until the command ended, with STATUS.
+wait_exit_status() {
+    local want="$1" limit="${2:-20}" i status
     for ((i = 0; i < limit * 5; i++)); do
-        dead="$(tmux display-message -p -t "$SESSION" '#{pane_dead}' 2>/dev/null || echo 1)"
-        if [[ "$dead" == "1" ]]; then
-            status="$(tmux display-message -p -t "$SESSION" '#{pane_dead_status}' 2>/dev/null || echo '?')"
-            [[ "$status" == "0" ]] || fail "tds exited with status '$status'"
+        if [[ -s "$WORK/status" ]]; then
+            status="$(cat "$WORK/status")"
+            [[ "$status" == "$want" ]] || fail "exited with status '$status', expected $want"
+            sleep 0.3 # let the pane settle before it is read
             return 0
         fi
         sleep 0.2
     done
-    fail "tds did not exit within ${limit}s"
+    fail "did not exit within ${limit}s"
 }
+
+# wait_exit [SECONDS]: until tds ended; fails unless it exited with status 0.
+wait_exit() { wait_exit_status 0 "${1:-20}"; }
 
 # ---------------------------------------------------------------------------------------------
 STEP="the four panes appear"
@@ -171,12 +186,27 @@ wait_exit 30
 screen | grep -qF "1 Queue" && fail "the dashboard is still on screen after quitting (alternate screen not left)"
 
 STEP="SIGTERM restores the terminal"
-tmux kill-session -t "$SESSION" 2>/dev/null || true
 start 100 30
 wait_for "1 Queue" 60
-pid="$(tmux display-message -p -t "$SESSION" '#{pane_pid}')"
-kill -TERM "$pid"
+kill -TERM "$(tds_pid)"
 wait_exit 30
 screen | grep -qF "1 Queue" && fail "the dashboard is still on screen after SIGTERM"
 
-echo "tui-e2e: ok (panes, help, detail, form, filter, log keys, cancel prompt, C08 resize, quit, SIGTERM)"
+STEP="Ctrl-C quits at once and restores the terminal"
+start 100 30
+wait_for "1 Queue" 60
+wait_for "running" 60
+tmux send-keys -t "$SESSION" C-c
+wait_exit 30
+screen | grep -qF "1 Queue" && fail "the dashboard is still on screen after Ctrl-C"
+
+STEP="a panic restores the terminal"
+run_in_tmux 100 30 "RUST_BACKTRACE=0 '$PANIC_BIN'"
+wait_for "PANIC-TEST-FRAME" 20
+wait_exit_status 101 20
+screen | grep -qF "PANIC-TEST-FRAME" && fail "the alternate screen is still shown after the panic"
+# Raw mode off before the message: its lines start at column 0 (raw mode would stair-step them).
+screen | grep -q "^thread 'main'.*panicked" || fail "no panic message at column 0"
+screen | grep -q "^deliberate panic to test terminal restoration" || fail "the panic message is stair-stepped (raw mode left on)"
+
+echo "tui-e2e: ok (panes, help, detail, form, filter, log keys, cancel prompt, C08 resize, quit, SIGTERM, Ctrl-C, panic)"

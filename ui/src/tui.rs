@@ -53,6 +53,11 @@ impl TerminalGuard {
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
+        // The hook cannot be swapped while unwinding (take_hook panics then): during a panic
+        // ours stays, which is harmless since it only restores the terminal once more.
+        if std::thread::panicking() {
+            return;
+        }
         if let Some(previous) = self.previous_hook.take() {
             // Only the hook we installed is replaced; a panic from here on uses the old one.
             let _ = panic::take_hook();
