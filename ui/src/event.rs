@@ -123,6 +123,9 @@ where
         if d.state.quit {
             break;
         }
+        if crate::tui::restored_by_panic() {
+            return Err(io::Error::other("a task panicked (see the log); the terminal was restored"));
+        }
         let live_log = tailer.target().is_some_and(|t| d.state.find(t.id).is_some_and(|v| !v.is_terminal()));
         if live_log {
             log_active_until = Instant::now() + LOG_GRACE;

@@ -5,6 +5,7 @@
 use std::io::{self, Stdout, Write as _};
 use std::panic::{self, PanicHookInfo};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -21,6 +22,16 @@ pub struct TerminalGuard {
     previous_hook: Option<Hook>,
 }
 
+/// Set by the panic hook: the terminal was restored because something panicked (possibly a
+/// background task, while the dashboard itself still runs).
+static RESTORED_BY_PANIC: AtomicBool = AtomicBool::new(false);
+
+/// Whether a panic restored the terminal; the loop then stops instead of drawing on a
+/// terminal that is no longer in dashboard mode.
+pub fn restored_by_panic() -> bool {
+    RESTORED_BY_PANIC.load(Ordering::SeqCst)
+}
+
 /// Puts everything back; safe to call more than once.
 pub fn restore() {
     let _ = disable_raw_mode();
@@ -35,6 +46,7 @@ impl TerminalGuard {
         let previous: Hook = Arc::from(panic::take_hook());
         let chained = Arc::clone(&previous);
         panic::set_hook(Box::new(move |info| {
+            RESTORED_BY_PANIC.store(true, Ordering::SeqCst);
             restore();
             chained(info);
         }));
