@@ -52,7 +52,7 @@ done
 status=0
 schemathesis run "http://127.0.0.1:$port/api/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,unsupported_method,ignored_auth,missing_required_header \
     --max-examples 40 --workers 2 --seed 1 \
     "$@" || status=$?
 if grep -q "panicked" "$work/serve.log"; then

@@ -824,6 +824,15 @@ async fn unknown_routes_methods_and_metrics_routes() {
             assert_eq!(body["error"]["details"]["parameter"], parameter, "{q}: {body}");
         }
     }
+    // A bad resume point is a 400 in either form, also when the other form is valid.
+    let req = Request::builder()
+        .uri("/api/v1/events?last_event_id=%28%5D1G")
+        .header("Last-Event-ID", "0")
+        .body(Body::empty())
+        .expect("request");
+    let (status, _, bytes) = send(&app, req).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_envelope(&serde_json::from_slice(&bytes).expect("json"), "invalid_parameter");
     let (status, body) =
         call(&app, Method::GET, "/api/v1/deployments/analytics/performance?environment=nope", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -73,11 +73,13 @@ pub async fn stream(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<EventParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let header = headers.get("last-event-id").map(|v| v.to_str().unwrap_or("?").to_owned());
-    let last = match header.or(params.last_event_id) {
-        Some(text) => Some(super::history::parse_count("Last-Event-ID", &text)?),
+    // Both forms are checked, so a bad value is never ignored; the header wins when both are set.
+    let query = params.last_event_id.as_deref().map(|t| super::history::parse_count("last_event_id", t)).transpose()?;
+    let header = match headers.get("last-event-id") {
+        Some(v) => Some(super::history::parse_count("Last-Event-ID", v.to_str().unwrap_or("?"))?),
         None => None,
     };
+    let last = header.or(query);
     let handle = state.handle().clone();
     // Subscribe first, then read the backlog: an event is in one or the other (or both, and
     // the duplicate is skipped by id), never in neither.
