@@ -107,6 +107,8 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show performance analytics (with DORA figures) or a trend.
+    Analytics(AnalyticsArgs),
 }
 
 /// `tds token …`
@@ -172,6 +174,34 @@ pub struct HistoryArgs {
     pub limit: u32,
     #[arg(long, default_value_t = 0)]
     pub offset: u64,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// `tds analytics`
+#[derive(Debug, Args)]
+pub struct AnalyticsArgs {
+    /// `performance` (counts, rates, durations, utilization, DORA) or `trends`.
+    #[arg(value_parser = ["performance", "trends"], default_value = "performance")]
+    pub view: String,
+    #[arg(long = "env", short = 'e')]
+    pub environment: Option<String>,
+    /// Window start, RFC 3339 (default: 24 h before `--to`; for trends by day, 30 days).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Window end, RFC 3339 (default: now).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Trend metric.
+    #[arg(
+        long,
+        default_value = "success_rate",
+        value_parser = ["deployments", "success_rate", "failure_rate", "duration", "queue_wait", "retries"]
+    )]
+    pub metric: String,
+    /// Trend bucket.
+    #[arg(long, default_value = "hour", value_parser = ["hour", "day"])]
+    pub period: String,
     #[command(flatten)]
     pub client: ClientArgs,
 }

@@ -18,7 +18,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tds_core::sanitize::inert;
 
-use crate::cli::{ClientArgs, Command, HistoryArgs, LogsArgs, SubmitArgs};
+use crate::cli::{AnalyticsArgs, ClientArgs, Command, HistoryArgs, LogsArgs, SubmitArgs};
 
 /// How often `submit --wait` asks for the status.
 const POLL: Duration = Duration::from_millis(500);
@@ -157,6 +157,7 @@ pub async fn execute(command: Command) -> anyhow::Result<u8> {
             print_value(&client, &m, describe_metrics);
             Ok(0)
         }
+        Command::Analytics(args) => analytics(&args).await,
         Command::CheckConfig | Command::Token(_) => anyhow::bail!("not a client command"),
     }
 }
@@ -254,6 +255,110 @@ pub fn describe(d: &Value) -> String {
             let _ = writeln!(out, "  param      {}={}", inert(k), text(v));
         }
     }
+    out
+}
+
+/// `tds analytics performance|trends`.
+async fn analytics(args: &AnalyticsArgs) -> anyhow::Result<u8> {
+    let c = Client::new(&args.client)?;
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    for (key, value) in [("environment", &args.environment), ("from", &args.from), ("to", &args.to)] {
+        if let Some(v) = value {
+            query.push((key, v));
+        }
+    }
+    if args.view == "trends" {
+        query.push(("metric", &args.metric));
+        query.push(("period", &args.period));
+        let t = c.get("deployments/analytics/trends", &query).await?;
+        print_value(&args.client, &t, describe_trend);
+    } else {
+        let p = c.get("deployments/analytics/performance", &query).await?;
+        print_value(&args.client, &p, describe_performance);
+    }
+    Ok(0)
+}
+
+fn percent(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn describe_performance(p: &Value) -> String {
+    let mut out = String::new();
+    let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), human_ms);
+    let _ = writeln!(out, "window       {} .. {}  {}", text(&p["from"]), text(&p["to"]), text(&p["environment"]));
+    let _ = writeln!(
+        out,
+        "deployments  {} submitted, {} finished: {} succeeded, {} failed, {} cancelled",
+        p["submitted"], p["finished"], p["succeeded"], p["failed"], p["cancelled"]
+    );
+    let _ = writeln!(
+        out,
+        "rates        success {}  failure {}  throughput {:.1}/h",
+        percent(&p["success_rate"]),
+        percent(&p["failure_rate"]),
+        p["throughput_per_hour"].as_f64().unwrap_or(0.0)
+    );
+    let d = &p["duration"];
+    let _ = writeln!(
+        out,
+        "duration     mean {}  p50 {}  p95 {}   queue wait mean {}",
+        ms(&d["mean_ms"]),
+        ms(&d["p50_ms"]),
+        ms(&d["p95_ms"]),
+        ms(&p["queue_wait_mean_ms"])
+    );
+    for u in p["utilization"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "utilization  {:<16} {:>6}  ({:.0} busy of {:.0} slot-seconds)",
+            text(&u["environment"]),
+            percent(&u["utilization"]),
+            u["busy_slot_seconds"].as_f64().unwrap_or(0.0),
+            u["capacity_slot_seconds"].as_f64().unwrap_or(0.0)
+        );
+    }
+    let dora = |name: &str, f: &Value| {
+        format!(
+            "dora         {name:<16} {:.2}/day  change failure {}  restore {}  lead time {}\n",
+            f["deployment_frequency_per_day"].as_f64().unwrap_or(0.0),
+            percent(&f["change_failure_rate"]),
+            ms(&f["time_to_restore_ms"]),
+            ms(&f["lead_time_ms"])
+        )
+    };
+    out.push_str(&dora("(all)", &p["dora"]["overall"]));
+    for e in p["dora"]["environments"].as_array().into_iter().flatten() {
+        out.push_str(&dora(&text(&e["environment"]), e));
+    }
+    out
+}
+
+fn describe_trend(t: &Value) -> String {
+    let mut out = String::new();
+    let metric = t["metric"].as_str().unwrap_or_default();
+    let show = |v: &Value| match (metric, v.as_f64()) {
+        (_, None) => "-".to_owned(),
+        ("success_rate" | "failure_rate", Some(r)) => format!("{:.1}%", r * 100.0),
+        ("duration" | "queue_wait", Some(ms)) => human_ms(ms),
+        (_, Some(n)) => format!("{n:.0}"),
+    };
+    let max = t["buckets"].as_array().into_iter().flatten().filter_map(|b| b["value"].as_f64()).fold(0.0, f64::max);
+    let _ = writeln!(out, "{} by {} {}", text(&t["metric"]), text(&t["period"]), text(&t["environment"]));
+    for b in t["buckets"].as_array().into_iter().flatten() {
+        let bar = b["value"].as_f64().map_or(0, |v| if max > 0.0 { (v / max * 30.0).round() as usize } else { 0 });
+        let _ =
+            writeln!(out, "{}  {:>8}  n={:<5} {}", text(&b["start"]), show(&b["value"]), b["count"], "█".repeat(bar));
+    }
+    let s = &t["summary"];
+    let _ = writeln!(
+        out,
+        "min {}  max {}  mean {}  over {} non-empty buckets",
+        show(&s["min"]),
+        show(&s["max"]),
+        show(&s["mean"]),
+        s["non_empty_buckets"]
+    );
     out
 }
 

@@ -66,15 +66,12 @@ pub fn find_config(explicit: Option<&Path>) -> Option<PathBuf> {
 /// Loads and checks the configuration, applying command-line overrides.
 pub fn load_config(args: &ServerArgs) -> anyhow::Result<(Config, ConfigSource)> {
     let cwd = std::env::current_dir().context("cannot read the working directory")?;
-    let (mut config, source) = match find_config(args.config.as_deref()) {
-        Some(path) => {
-            let config = Config::load(&path, &cwd).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
-            (config, ConfigSource::File(path))
-        }
-        None => {
-            let config = Config::parse(DEFAULT_CONFIG, &cwd).map_err(|e| anyhow::anyhow!("built-in config:\n{e}"))?;
-            (config, ConfigSource::BuiltIn)
-        }
+    let (mut config, source) = if let Some(path) = find_config(args.config.as_deref()) {
+        let config = Config::load(&path, &cwd).map_err(|e| anyhow::anyhow!("{}:\n{e}", path.display()))?;
+        (config, ConfigSource::File(path))
+    } else {
+        let config = Config::parse(DEFAULT_CONFIG, &cwd).map_err(|e| anyhow::anyhow!("built-in config:\n{e}"))?;
+        (config, ConfigSource::BuiltIn)
     };
     if let Some(dir) = &args.data_dir {
         config.data_dir = if dir.is_absolute() { dir.clone() } else { cwd.join(dir) };
@@ -158,6 +155,9 @@ async fn orchestrate(cli: Cli) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         if cli.serve {
             println!("tds {} listening on http://{addr} (config: {source})", env!("CARGO_PKG_VERSION"));
+            if config.tokens.is_empty() {
+                println!("no [[tokens]] configured: the API is open to local users only, so it listens on loopback");
+            }
         }
         let app = api::router(handle.clone());
         let stop = api_stop.clone();

@@ -219,7 +219,7 @@ async fn c02_cancel_during_backoff_is_final() {
     let cancelled = h.handle.cancel(d.id).await.expect("cancel");
     assert_eq!(cancelled.status, StatusKind::Cancelled);
     let lines = h.log_text(d.id, 1).len();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let after = h.handle.deployment(d.id).await.unwrap();
     assert_eq!((after.status, after.attempt), (StatusKind::Cancelled, 1));
     assert_eq!(h.log_text(d.id, 1).len(), lines, "no new log lines after cancel");

@@ -2,6 +2,7 @@
 //! clock promises of `docs/RELIABILITY.md`, each as a test that fails on the faulty behaviour.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -33,10 +34,11 @@ async fn c02_cancel_racing_a_freed_slot_is_always_final() {
     const ROUNDS: usize = 50;
     let mut config = String::new();
     for e in 0..ENVS {
-        config.push_str(&format!(
+        let _ = write!(
+            config,
             "[[environments]]\nname = \"e{e}\"\nroot = \"{{dir}}/envs/e{e}\"\nmax_concurrent = 1\n\
              steps = [{{ name = \"s\", run = \"sleep 0.0$TDS_PARAM_NAP; touch {{dir}}/ran-$TDS_VERSION\" }}]\n"
-        ));
+        );
     }
     let h = Arc::new(Harness::start(&config).await);
     let tasks = (0..ENVS).map(|e| {

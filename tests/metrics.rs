@@ -198,7 +198,7 @@ async fn trends_by_hour() {
     let values: Vec<_> = rate.buckets.iter().map(|b| b.value).collect();
     assert_eq!(values, [Some(2.0 / 3.0), Some(0.5)]);
     assert_eq!(rate.summary.min, Some(0.5));
-    assert!((rate.summary.mean.unwrap() - (2.0 / 3.0 + 0.5) / 2.0).abs() < 1e-12);
+    assert!((rate.summary.mean.unwrap() - f64::midpoint(2.0 / 3.0, 0.5)).abs() < 1e-12);
     let retries = trend(TrendMetric::Retries).await.unwrap();
     assert_eq!(retries.buckets.iter().map(|b| b.value).collect::<Vec<_>>(), [Some(3.0), Some(1.0)]);
     let duration = trend(TrendMetric::Duration).await.unwrap();

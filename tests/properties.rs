@@ -9,6 +9,8 @@ use proptest::prelude::*;
 use tds_core::model::{DeploymentId, Priority, StatusKind};
 use tds_core::{ArtifactSource, OrchestratorHandle, SubmitRequest};
 
+use tds_core::logs::LogEvent as E;
+
 use crate::common::{Harness, wait_for};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -238,8 +240,8 @@ steps = [{ name = "talk", run = "printf '%s' \"$TDS_PARAM_OUT\"; printf '%s' \"$
             let mut ids = Vec::new();
             for (i, (out, err)) in outputs.iter().enumerate() {
                 let params = BTreeMap::from([
-                    ("OUT".to_owned(), out.iter().map(|l| format!("{l}\n")).collect::<String>()),
-                    ("ERR".to_owned(), err.iter().map(|l| format!("{l}\n")).collect::<String>()),
+                    ("OUT".to_owned(), out.iter().fold(String::new(), |acc, l| acc + l + "\n")),
+                    ("ERR".to_owned(), err.iter().fold(String::new(), |acc, l| acc + l + "\n")),
                 ]);
                 ids.push(submit(&h.handle, "e", &i.to_string(), Priority::Normal, params).await);
             }
@@ -252,7 +254,6 @@ steps = [{ name = "talk", run = "printf '%s' \"$TDS_PARAM_OUT\"; printf '%s' \"$
                     .map(|r| r.message.clone()).collect::<Vec<_>>();
                 prop_assert_eq!(&lines(tds_core::logs::Stream::Stdout), out);
                 prop_assert_eq!(&lines(tds_core::logs::Stream::Stderr), err);
-                use tds_core::logs::LogEvent as E;
                 let events: Vec<E> = records.iter().map(|r| r.event).filter(|e| *e != E::Output).collect();
                 let expect = [E::Queued, E::Started, E::PhaseStarted, E::Action, E::PhaseFinished, E::PhaseStarted,
                               E::StepStarted, E::StepFinished, E::PhaseFinished];
