@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::event::{CoreEvent, EventEnvelope};
 use crate::logs::{Entry, Level, LogBook, LogEvent};
 use crate::model::{
-    ArtifactInfo, Deployment, DeploymentId, DeploymentView, EnvironmentView, Priority, Status, StatusKind,
+    ArtifactInfo, ArtifactKind, Deployment, DeploymentId, DeploymentView, EnvironmentView, Priority, Status, StatusKind,
 };
 use crate::published::{Published, Snapshot};
 use crate::release::{Releases, Restored, release_name};
@@ -313,7 +313,18 @@ impl OrchestratorHandle {
                     return Err(Error::ArtifactTooLarge { limit });
                 }
                 let store = self.inner.shared.artifacts.clone();
-                spawn_blocking(move || store.store(&name, &bytes, limit)).await.map_err(blocking_err)??
+                spawn_blocking(move || {
+                    // Content-addressed: hash first, and write (and fsync) only content the store
+                    // does not hold yet.
+                    let sha256 = hex(&Sha256::digest(&bytes));
+                    if !bytes.is_empty() && artifact::valid_artifact_name(&name) && store.path(&sha256).is_file() {
+                        let kind = Some(ArtifactKind::from_name(&name));
+                        return Ok(ArtifactInfo { name, size: bytes.len() as u64, sha256, kind });
+                    }
+                    store.store(&name, &bytes, limit)
+                })
+                .await
+                .map_err(blocking_err)??
             }
             ArtifactSource::Stored(info) => info,
         };
