@@ -24,8 +24,11 @@
 #
 # Seeds come from fuzz/seeds/<target>/ (checked in); the growing corpus is fuzz/corpus/<target>/
 # and crashes land in fuzz/artifacts/<target>/ (both ignored by git). A crash becomes a
-# regression input: copy it to tests/data/fuzz/<target>/ and `cargo test --test integration
-# archive::fuzz` replays it.
+# regression input: rerun the target on it with TDS_FUZZ_DUMP=<folder>, e.g.
+#     TDS_FUZZ_DUMP=/tmp/d fuzz/target/x86_64-unknown-linux-gnu/release/unpack_entries <crash>
+# which writes the artifact the oracle saw as /tmp/d/a.tar, a.tar.gz or a.zip; copy it to
+# tests/data/fuzz/unpack_tar/, unpack_targz/ or unpack_zip/, where
+# `cargo test --test integration archive::fuzz` replays it, and name a test after it.
 set -euo pipefail
 
 cd "$(dirname "$0")/../fuzz"

@@ -668,9 +668,10 @@ impl<'a> Unpacker<'a> {
         Ok(())
     }
 
+    /// A folder entry; `None` is the archive root (`./`), which exists already. Counted in the
+    /// stats once, however often the archive lists it.
     fn make_dir(&mut self, rel: Option<&Path>, raw: &[u8]) -> Result<(), ArtifactError> {
         self.count_entry()?;
-        self.stats.dirs += 1;
         let Some(rel) = rel else { return Ok(()) };
         self.ensure_parents(rel, raw)?;
         match self.tree.get(rel) {
@@ -679,6 +680,7 @@ impl<'a> Unpacker<'a> {
             None => {}
         }
         self.tree.insert(rel.to_path_buf(), Node::Dir);
+        self.stats.dirs += 1;
         if let Some(dest) = self.dest {
             fs::create_dir(dest.join(rel)).map_err(|e| write_error(raw, &e))?;
         }

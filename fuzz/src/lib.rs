@@ -181,3 +181,17 @@ pub fn zip_of(entries: &[FuzzEntry], abs: &Path) -> Vec<u8> {
     }
     w.finish().map(std::io::Cursor::into_inner).unwrap_or_default()
 }
+
+/// Rewrites the checksum of every 512-byte block that carries a ustar or GNU magic, so that
+/// mutations of header fields (sizes, types, names, pax and long-name records) reach the
+/// unpacker instead of dying on a checksum mismatch.
+pub fn fix_tar_checksums(bytes: &mut [u8]) {
+    for block in bytes.chunks_exact_mut(512) {
+        if &block[257..262] != b"ustar" {
+            continue;
+        }
+        block[148..156].copy_from_slice(b"        ");
+        let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
+        block[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+}
