@@ -88,14 +88,10 @@ for round in $(seq 1 "$rounds"); do
     run "submit_post_$round" -s "$work/post.lua" "$base/deployments"
 done
 
-acknowledged=0
-for round in $(seq 1 "$rounds"); do
-    acknowledged=$((acknowledged + $(awk '/requests in/ {print $1}' "$work/submit_post_$round.txt")))
-done
 stored=$(curl -fsS "$base/deployments/history?environment=bench&limit=0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"] - 1)')
-python3 - "$work" "$rounds" "$acknowledged" "$stored" <<'PY'
+python3 - "$work" "$rounds" "$stored" <<'PY'
 import json, re, statistics, sys
-work, rounds, acknowledged, stored = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+work, rounds, stored = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def ms(text):
     m = re.match(r"([\d.]+)(us|ms|s)", text)
     return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
@@ -103,12 +99,18 @@ def load(name):
     text = open(f"{work}/{name}.txt").read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-    return {"rps": rps, "p99_ms": p99}
+    requests = int(re.search(r"(\d+) requests in", text).group(1))
+    failed = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = re.search(r"Socket errors: .*", text)
+    return {"rps": rps, "p99_ms": p99, "requests": requests, "non2xx": int(failed.group(1)) if failed else 0,
+            "socket_errors": errors.group(0) if errors else ""}
 result = {k: [load(f"{k}_{r}") for r in range(1, rounds + 1)] for k in ("hello", "status_get", "submit_post")}
+acknowledged = sum(x["requests"] - x["non2xx"] for x in result["submit_post"])
 med = {k: statistics.median(x["rps"] for x in v) for k, v in result.items()}
 print(f"status GET = {100 * med['status_get'] / med['hello']:.0f} % of the bare route (medians: {med['status_get']:.0f} vs {med['hello']:.0f} req/s)")
 print(f"submit POST median {med['submit_post']:.0f} req/s")
-print(f"submissions: {acknowledged} answered by wrk, {stored} in the store")
+refused = sum(x["non2xx"] for x in result["submit_post"])
+print(f"submissions: {acknowledged} acknowledged (202), {refused} refused, {stored} in the store")
 result.update(acknowledged=acknowledged, stored=stored)
 print("BENCH_JSON " + json.dumps(result))
 PY

@@ -4,11 +4,12 @@
 //! the same binary, two floors measured the same way: the same N commands spawned by a bare
 //! tokio loop 9 at a time (`TDS_BENCH_MODE=spawn`), and the file-system work a deployment
 //! cannot do without — its log file, release folder and file, the `current` switch, pruning —
-//! done alone by 9 threads (`TDS_BENCH_MODE=fs`).
+//! done alone by one thread per core (`TDS_BENCH_MODE=fs`, `TDS_BENCH_FS_THREADS`).
 //!
 //! `cargo bench -p tds-core --bench engine`; `TDS_BENCH_N` (default 600), `TDS_BENCH_STEP`
-//! (default `true`; empty for no step), `TDS_BENCH_RUNS` (default 5). The last line of output is
-//! `BENCH_JSON {...}` with every run, for `bench/run.sh`.
+//! (default `true`; empty for no step), `TDS_BENCH_RUNS` (default 5), `TDS_BENCH_KEEP=1` (leave
+//! the runs' folders). The last line of output is `BENCH_JSON {...}` with every run, for
+//! `bench/run.sh`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,6 +34,10 @@ fn main() {
     let mode = std::env::var("TDS_BENCH_MODE").unwrap_or_else(|_| "tds".into());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let mut times = Vec::new();
+    // `TDS_BENCH_KEEP=1` leaves each run's folder for the caller to remove: deleting thousands
+    // of files between runs would slow the next run's file creation on some file systems
+    // (ext4 without a journal skips recently freed inodes), which is the bench, not tds.
+    let keep = std::env::var_os("TDS_BENCH_KEEP").is_some_and(|v| v == "1");
     for _ in 0..runs {
         let dir = tempfile::tempdir().expect("tempdir");
         times.push(match mode.as_str() {
@@ -40,6 +45,9 @@ fn main() {
             "fs" => fs_floor(n, dir.path()),
             _ => rt.block_on(run(n, &step, dir.path())),
         });
+        if keep {
+            let _ = dir.keep();
+        }
     }
     let mut sorted = times.clone();
     sorted.sort();
@@ -135,7 +143,7 @@ async fn spawn_floor(n: usize, step: &str) -> Duration {
     start.elapsed()
 }
 
-/// The floor of the file-system work of N deployments with no step, `ENVS × SLOTS` at a time:
+/// The floor of the file-system work of N deployments with no step, by one thread per core:
 /// for each, a log file written record by record, a release folder with the artifact's bytes
 /// written in, a symlink renamed over `current`, and the oldest release removed beyond `KEEP`.
 /// (No artifact file: small artifacts need not have one.)
@@ -148,9 +156,15 @@ fn fs_floor(n: usize, dir: &Path) -> Duration {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let record =
         format!("{{\"ts\":\"2026-12-03T10:41:07.123456789Z\",\"seq\":0,\"message\":\"{}\"}}\n", "x".repeat(100));
+    // One thread per core by default: more only contend for the same directories and inode
+    // groups (on ext4 without a journal, 9 threads take longer than 2).
+    let threads = std::env::var("TDS_BENCH_FS_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZero::get));
     let start = Instant::now();
     std::thread::scope(|scope| {
-        for worker in 0..ENVS * SLOTS {
+        for worker in 0..threads {
             let (next, logs, record) = (&next, &logs, &record);
             scope.spawn(move || {
                 let env = dir.join(format!("envs/e{}", worker % ENVS));

@@ -98,6 +98,9 @@ impl LogRecord {
     }
 }
 
+/// Buffer of an open log file.
+const WRITE_BUFFER: usize = 64 * 1024;
+
 /// The fields a writer supplies; time, sequence and attempt are filled in by [`AttemptLog`].
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
@@ -130,11 +133,17 @@ pub struct OutputFormat {
     middle: Vec<u8>,
 }
 
-/// The open log of one attempt. Shared between the engine and the attempt's task behind a
+/// The log of one attempt. Shared between the engine and the attempt's task behind a
 /// `std::sync::Mutex` that is held for one write, never across an `.await`.
+///
+/// The file is open only while its attempt runs ([`AttemptLog::keep_open`]); otherwise each
+/// record opens, appends and closes it. A queue of any length (a paused environment collecting
+/// CI submissions) thus holds no file descriptors: with one per queued deployment, tds ran out
+/// of them at the process limit (20,000 here) and refused every request after.
 #[derive(Debug)]
 pub struct AttemptLog {
-    writer: BufWriter<File>,
+    writer: Option<BufWriter<File>>,
+    keep_open: bool,
     seq: u64,
     attempt: u32,
     clock: Arc<dyn Clock>,
@@ -164,7 +173,32 @@ impl AttemptLog {
         };
         let seq =
             if file.metadata()?.len() == 0 { 0 } else { BufReader::new(File::open(path)?).split(b'\n').count() as u64 };
-        Ok(Self { writer: BufWriter::with_capacity(64 * 1024, file), seq, attempt, clock, path: path.to_owned() })
+        Ok(Self {
+            writer: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            keep_open: false,
+            seq,
+            attempt,
+            clock,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Keeps the file open between records (while the attempt runs and writes often), or
+    /// closes it after each flush from now on.
+    pub fn keep_open(&mut self, keep: bool) {
+        self.keep_open = keep;
+        if !keep {
+            let _ = self.flush();
+        }
+    }
+
+    fn writer(&mut self) -> io::Result<&mut BufWriter<File>> {
+        if self.writer.is_none() {
+            let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.writer = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
+        }
+        // Just filled when it was empty.
+        self.writer.as_mut().ok_or_else(|| io::Error::other("log writer missing"))
     }
 
     /// Whether no record was written yet.
@@ -210,8 +244,9 @@ impl AttemptLog {
             message: entry.message,
             split: entry.split,
         };
-        serde_json::to_writer(&mut self.writer, &record)?;
-        self.writer.write_all(b"\n")?;
+        let w = self.writer()?;
+        serde_json::to_writer(&mut *w, &record)?;
+        w.write_all(b"\n")?;
         self.seq += 1;
         Ok(())
     }
@@ -223,9 +258,14 @@ impl AttemptLog {
         }
     }
 
-    /// Pushes buffered records to the file so that readers see them.
+    /// Pushes buffered records to the file so that readers see them; closes the file unless
+    /// it is kept open.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
+        let result = self.writer.as_mut().map_or(Ok(()), Write::flush);
+        if !self.keep_open {
+            self.writer = None;
+        }
+        result
     }
 
     /// The current time, formatted for [`AttemptLog::append_output`].
@@ -255,11 +295,12 @@ impl AttemptLog {
     /// [`append`]: AttemptLog::append
     pub fn append_output(&mut self, stamp: &Stamp, format: &OutputFormat, line: &[u8], split: bool) -> io::Result<()> {
         let mut digits = [0u8; 20];
-        let w = &mut self.writer;
+        let seq = self.seq;
+        let w = self.writer()?;
         w.write_all(b"{\"ts\":\"")?;
         w.write_all(stamp.0.as_bytes())?;
         w.write_all(b"\",\"seq\":")?;
-        w.write_all(decimal(self.seq, &mut digits))?;
+        w.write_all(decimal(seq, &mut digits))?;
         w.write_all(&format.middle)?;
         if is_plain_ascii(line) {
             w.write_all(b"\"")?;
@@ -364,6 +405,76 @@ mod tests {
         fn now(&self) -> DateTime<Utc> {
             self.0
         }
+    }
+
+    /// A queue of any length holds no open log files: the engine kept one open per queued
+    /// deployment and, at the process's descriptor limit (≈ 20,000 queued), every request
+    /// failed. The queued records are still written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_deployments_hold_no_open_log_files() {
+        use crate::model::Priority;
+        use crate::{ArtifactSource, Config, OrchestratorHandle, StartOptions, SubmitRequest};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        let text =
+            format!("[storage]\ndata_dir = \"{d}/data\"\n[[environments]]\nname = \"e\"\nroot = \"{d}/envs/e\"\n");
+        let config = Config::parse(&text, dir.path()).expect("config");
+        let options = StartOptions { probes: false, ..StartOptions::default() };
+        let handle = OrchestratorHandle::start(config, options).await.expect("start");
+        handle.set_paused("e", true).await.expect("pause");
+        let mut paths = Vec::new();
+        for i in 0..50 {
+            let request = SubmitRequest {
+                environment: "e".into(),
+                artifact: ArtifactSource::Bytes { name: "a.txt".into(), bytes: vec![b'x'; i + 1] },
+                version: i.to_string(),
+                priority: Priority::Normal,
+                params: std::collections::BTreeMap::new(),
+                requested_by: "test".into(),
+                idempotency_key: None,
+            };
+            let id = handle.submit(request).await.expect("submit").deployment.id;
+            paths.push(handle.log_path(id, 1));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !paths.iter().all(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0)) {
+            assert!(std::time::Instant::now() < deadline, "queued records not written");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let logs = paths[0].parent().expect("logs folder").to_owned();
+        let open = fs::read_dir("/proc/self/fd")
+            .expect("fds")
+            .flatten()
+            .filter(|fd| fs::read_link(fd.path()).is_ok_and(|target| target.starts_with(&logs)))
+            .count();
+        assert_eq!(open, 0, "log files left open by 50 queued deployments");
+        handle.shutdown(None).await;
+    }
+
+    /// A log holds its file open only while kept open, and records written across closes
+    /// continue one sequence.
+    #[test]
+    fn the_file_is_closed_between_records_unless_kept_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("logs/x.1.jsonl");
+        let mut log = AttemptLog::open(&path, 1, Arc::new(SystemClock)).expect("open");
+        assert!(log.writer.is_some(), "open keeps the created file for the first record");
+        log.write(&Entry::event(Level::Info, LogEvent::Queued, None, "queued"));
+        assert!(log.writer.is_none());
+        log.keep_open(true);
+        log.write(&Entry::event(Level::Info, LogEvent::Started, None, "started"));
+        let stamp = log.stamp();
+        let format = log.output_format(Phase::Steps, "s", Stream::Stdout);
+        log.append_output(&stamp, &format, b"line", false).expect("append");
+        log.flush().expect("flush");
+        assert!(log.writer.is_some());
+        log.keep_open(false);
+        assert!(log.writer.is_none());
+        log.write(&Entry::event(Level::Info, LogEvent::Succeeded, None, "done"));
+        let records: Vec<_> = read_records(&path).expect("read").collect();
+        assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(records[2].message, "line");
     }
 
     /// The fast path for output lines writes exactly what serializing the entry writes: same

@@ -147,6 +147,8 @@ impl AttemptJob {
 /// Runs the attempt to its end, rolling back on failure or cancel, and reports the outcome.
 pub(crate) async fn run(job: AttemptJob) {
     let started = Instant::now();
+    // The log stays open while the attempt writes to it, and no longer (see `AttemptLog`).
+    lock(&job.log).keep_open(true);
     let outcome = match job.recover.clone() {
         Some(outcome) => {
             let id = job.deployment.id.to_string();
@@ -172,6 +174,7 @@ pub(crate) async fn run(job: AttemptJob) {
             }
         },
     };
+    lock(&job.log).keep_open(false);
     let _ = job.events.send(AttemptMsg::Done {
         id: job.deployment.id,
         attempt: job.deployment.attempt,
