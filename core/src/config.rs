@@ -127,6 +127,9 @@ pub struct ServerConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub data_dir: PathBuf,
+    /// Stored artifacts that no unfinished deployment needs are removed once no deployment
+    /// created within this period used them (manual retries of older ones then fail clearly).
+    pub artifact_retention: Duration,
     pub defaults: Defaults,
     pub tokens: Vec<TokenConfig>,
     pub environments: Vec<Arc<EnvironmentConfig>>,
@@ -278,6 +281,7 @@ struct RawServer {
 #[serde(default)]
 struct RawStorage {
     data_dir: Option<String>,
+    artifact_retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -571,6 +575,11 @@ impl Resolver<'_, '_> {
             ),
         };
         let data_dir = self.path(raw.storage.data_dir.as_deref().unwrap_or(".tds"));
+        let artifact_retention = self.duration(
+            raw.storage.artifact_retention.as_ref(),
+            &key(&[&"storage", &"artifact_retention"]),
+            Duration::from_secs(7 * 86_400),
+        );
 
         let d = &raw.defaults;
         let dk = |k: &str| key(&[&"defaults", &k]);
@@ -673,7 +682,7 @@ impl Resolver<'_, '_> {
             };
             environments.push(Arc::new(env));
         }
-        Config { server, data_dir, defaults, tokens, environments }
+        Config { server, data_dir, artifact_retention, defaults, tokens, environments }
     }
 }
 

@@ -204,6 +204,13 @@ impl OrchestratorHandle {
         if options.probes {
             crate::probe::spawn_probes(&config.environments, &probe_tx, &stop_probes);
         }
+        crate::retention::spawn(
+            Arc::clone(&store),
+            data_dir.join("artifacts"),
+            config.artifact_retention,
+            Arc::clone(&clock),
+            stop_probes.clone(),
+        );
         tracing::info!(data_dir = %data_dir.display(), environments = config.environments.len(), "orchestrator started");
         // Wait until the engine's first view of every environment is published, so that the
         // first reads after `start` see them.

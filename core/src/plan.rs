@@ -220,6 +220,16 @@ fn step_failure(end: &StepEnd, what: &str) -> Outcome {
 
 async fn execute(job: &AttemptJob) -> Result<(), Outcome> {
     phase(job, Phase::Prepare, async {
+        if !job.artifact_path.is_file() {
+            return Err(Outcome::Failed {
+                reason: format!(
+                    "prepare: artifact {} ({}) is no longer stored (removed after storage.artifact_retention); submit it again",
+                    job.deployment.artifact.name,
+                    job.deployment.artifact.sha256.get(..12).unwrap_or_default()
+                ),
+                retryable: false,
+            });
+        }
         let (src, info, dest, limits) =
             (job.artifact_path.clone(), job.deployment.artifact.clone(), job.release_dir(), job.limits);
         let result = tokio::task::spawn_blocking(move || artifact::unpack(&src, &info, &dest, limits)).await;

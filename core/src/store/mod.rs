@@ -145,6 +145,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError>;
     /// `PRAGMA integrity_check` or the equivalent: `Ok(())` when the store is sound.
     fn check_integrity(&self) -> Result<(), StoreError>;
+    /// The artifacts (sha256) that an unfinished deployment, or one created since `since`, uses.
+    fn artifacts_in_use(&self, since: DateTime<Utc>) -> Result<std::collections::HashSet<String>, StoreError>;
     /// Counts, retries and duration statistics over everything stored.
     fn figures(&self) -> Result<crate::metrics::StoreFigures, StoreError>;
     /// Figures of one analytics window; `now` ends attempts that are still running.

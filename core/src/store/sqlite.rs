@@ -810,6 +810,19 @@ impl Store for SqliteStore {
         })
     }
 
+    fn artifacts_in_use(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT DISTINCT artifact_sha256 FROM deployments WHERE finished_at IS NULL OR created_at >= ?1",
+            )
+            .and_then(|mut s| s.query_map([to_ms(since)], |r| r.get::<_, String>(0))?.collect())
+            .map_err(StoreError::sqlite("artifacts in use"))
+        })
+    }
+
     fn figures(&self) -> Result<crate::metrics::StoreFigures, StoreError> {
         self.read(super::analytics::figures)
     }
