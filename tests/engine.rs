@@ -367,3 +367,34 @@ async fn artifact_retention_keeps_what_is_needed_and_retry_says_when_gone() {
     assert_eq!((again.status, again.attempt), (StatusKind::Failed, 2));
     assert!(again.error.unwrap().contains("is no longer stored"), "clear reason");
 }
+
+/// Case C14 (paging while deployments are added): keyset pages (`before` the last id of the
+/// previous page) neither repeat nor skip, newest first, while new submissions arrive.
+#[tokio::test]
+async fn c14_keyset_paging_neither_repeats_nor_skips_while_deployments_are_added() {
+    let h = Harness::start(WEB).await;
+    h.handle.set_paused("web", true).await.unwrap();
+    let mut first = Vec::new();
+    for i in 0..12 {
+        first.push(h.submit("web", "a.txt", format!("{i}").into_bytes(), &i.to_string()).await.id);
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        // Someone keeps submitting between pages.
+        h.submit("web", "a.txt", format!("late-{}", seen.len()).into_bytes(), "late").await;
+        let page =
+            h.handle.history(tds_core::store::HistoryQuery { limit: 5, before, ..Default::default() }).await.unwrap();
+        if page.items.is_empty() {
+            break;
+        }
+        before = page.items.last().map(|d| d.id);
+        seen.extend(page.items.iter().map(|d| d.id));
+    }
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a page repeated an item");
+    for id in &first {
+        assert!(seen.contains(id), "{id} was skipped");
+    }
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "not newest first");
+}

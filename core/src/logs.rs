@@ -98,6 +98,29 @@ impl LogRecord {
     }
 }
 
+/// Escapes C1 control characters (U+0080–U+009F) as `\u00XX`: JSON allows them raw, but a
+/// terminal showing the JSON (a `curl` of the log endpoint) could obey U+009B as a CSI (C07).
+/// They can only occur inside JSON strings, so the textual rewrite is safe.
+fn escape_c1(line: &mut Vec<u8>) {
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] == 0xC2 && line.get(i + 1).is_some_and(|b| (0x80..=0x9F).contains(b)) {
+            out.extend_from_slice(format!("\\u{:04x}", line[i + 1]).as_bytes());
+            i += 2;
+        } else {
+            out.push(line[i]);
+            i += 1;
+        }
+    }
+    *line = out;
+}
+
+/// Whether UTF-8 text holds a C1 control character (encoded as 0xC2 0x80..=0x9F).
+fn has_c1(text: &str) -> bool {
+    text.as_bytes().windows(2).any(|w| w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1]))
+}
+
 /// The fields a writer supplies; time, sequence and attempt are filled in by [`AttemptLog`].
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
@@ -195,8 +218,15 @@ impl AttemptLog {
             message: entry.message,
             split: entry.split,
         };
-        serde_json::to_writer(&mut self.writer, &record)?;
-        self.writer.write_all(b"\n")?;
+        if has_c1(entry.message) || entry.step.is_some_and(has_c1) {
+            let mut line = serde_json::to_vec(&record)?;
+            escape_c1(&mut line);
+            line.push(b'\n');
+            self.writer.write_all(&line)?;
+        } else {
+            serde_json::to_writer(&mut self.writer, &record)?;
+            self.writer.write_all(b"\n")?;
+        }
         self.seq += 1;
         Ok(())
     }
@@ -287,5 +317,17 @@ mod tests {
         assert!(records[1].split);
         assert!(records[1].to_text().contains("stderr install | bad \u{fffd} ␛[2J ⏎…"), "{}", records[1].to_text());
         assert_eq!(book.attempts(id), [1]);
+    }
+
+    #[test]
+    fn c1_controls_are_escaped_in_the_json_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = LogBook::new(dir.path().to_owned(), Arc::new(SystemClock));
+        let id: DeploymentId = "01JF0000000000000000000001".parse().expect("id");
+        book.write_once(id, 1, &Entry::event(Level::Info, LogEvent::Output, None, "a\u{9b}31mb \u{1b}[0m é"));
+        let raw = std::fs::read_to_string(book.path(id, 1)).expect("read");
+        assert!(raw.contains(r"a\u009b31mb \u001b[0m é"), "{raw}");
+        let record = read_records(&book.path(id, 1)).expect("records").next().expect("one");
+        assert_eq!(record.message, "a\u{9b}31mb \u{1b}[0m é");
     }
 }

@@ -207,6 +207,11 @@ async fn phase<T>(
     result
 }
 
+/// `1 file`, `2 files`.
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
 fn failed(reason: impl Into<String>) -> Outcome {
     Outcome::Failed { reason: reason.into(), retryable: true }
 }
@@ -240,10 +245,10 @@ async fn execute(job: &AttemptJob) -> Result<(), Outcome> {
                     LogEvent::Action,
                     Phase::Prepare,
                     &format!(
-                        "unpacked {} files, {} folders, {} links ({} bytes) into releases/{}",
-                        stats.files,
-                        stats.dirs,
-                        stats.links,
+                        "unpacked {}, {}, {} ({} bytes) into releases/{}",
+                        plural(stats.files, "file"),
+                        plural(stats.dirs, "folder"),
+                        plural(stats.links, "link"),
                         stats.bytes,
                         job.name()
                     ),
@@ -356,7 +361,7 @@ async fn verify(job: &AttemptJob) -> Result<(), Outcome> {
         }
         job.log(
             Level::Warn,
-            LogEvent::PhaseStarted,
+            LogEvent::Action,
             Phase::Verify,
             &format!("{} check(s) failing; retrying in 1s", still.len()),
         );

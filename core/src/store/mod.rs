@@ -115,6 +115,9 @@ pub struct HistoryQuery {
     pub environment: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// Keyset paging: only deployments after this one in the order (older, or as old with a
+    /// smaller id). Pages taken this way neither repeat nor skip while deployments are added.
+    pub before: Option<DeploymentId>,
 }
 
 /// A page of results with the total that matched.

@@ -699,6 +699,11 @@ impl Store for SqliteStore {
             values.push(Value::Integer(to_ms(to)));
             clauses.push(format!("created_at < ?{}", values.len()));
         }
+        if let Some(before) = q.before {
+            values.push(Value::Text(before.to_string()));
+            let n = values.len();
+            clauses.push(format!("(created_at, id) < ((SELECT created_at FROM deployments WHERE id = ?{n}), ?{n})"));
+        }
         let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
         self.read(|c| {
             let total: i64 = c
