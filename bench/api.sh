@@ -10,15 +10,19 @@
 # deployments' own processes competing for the same 2 cores.
 #
 #   bench/api.sh [seconds per run, default 10]
+# ROUNDS=N (default 2) alternates the GET runs N times and runs the POST N times; the summary
+# quotes medians. API_SKIP_BUILD=1 skips the build (bench/run.sh builds first). The last line is
+# `BENCH_JSON {...}` with every run, for bench/suite.py.
 # Needs wrk (apt-get install wrk) or set WRK=/path/to/wrk.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+rounds=${ROUNDS:-2}
 conns=32
 wrk=${WRK:-wrk}
 command -v "$wrk" > /dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
 
-cargo build --release --quiet --bin tds --example bench-hello
+[ -n "${API_SKIP_BUILD:-}" ] || cargo build --release --quiet --bin tds --example bench-hello
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 tds_port=$(free_port)
@@ -74,19 +78,37 @@ run() { # name, then wrk arguments
     echo "$rps" > "$work/$name.rps"
 }
 
-echo "wrk, $conns connections, ${secs}s each, $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-# The two GET runs alternate and the better of two counts, so that a burst of other work on
-# the machine does not decide the ratio.
-for round in 1 2; do
+echo "wrk, $conns connections, ${secs}s each, $rounds round(s), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+# The GET runs alternate, so that a burst of other work on the machine hits both alike.
+for round in $(seq 1 "$rounds"); do
     run "hello_$round" "http://127.0.0.1:$hello_port/"
     run "status_get_$round" "$base/deployments/$id/status"
 done
-run submit_post -s "$work/post.lua" "$base/deployments"
+for round in $(seq 1 "$rounds"); do
+    run "submit_post_$round" -s "$work/post.lua" "$base/deployments"
+done
 
-best() { sort -g "$work/$1_1.rps" "$work/$1_2.rps" | tail -1; }
-hello=$(best hello)
-status=$(best status_get)
-python3 -c "print(f'status GET = {100 * $status / $hello:.0f} % of the bare route (best of two: {$status:.0f} vs {$hello:.0f} req/s)')"
-acknowledged=$(awk '/requests in/ {print $1}' "$work/submit_post.txt")
+acknowledged=0
+for round in $(seq 1 "$rounds"); do
+    acknowledged=$((acknowledged + $(awk '/requests in/ {print $1}' "$work/submit_post_$round.txt")))
+done
 stored=$(curl -fsS "$base/deployments/history?environment=bench&limit=0" | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"] - 1)')
-echo "submissions: $acknowledged answered by wrk, $stored in the store"
+python3 - "$work" "$rounds" "$acknowledged" "$stored" <<'PY'
+import json, re, statistics, sys
+work, rounds, acknowledged, stored = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[m.group(2)]
+def load(name):
+    text = open(f"{work}/{name}.txt").read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+    return {"rps": rps, "p99_ms": p99}
+result = {k: [load(f"{k}_{r}") for r in range(1, rounds + 1)] for k in ("hello", "status_get", "submit_post")}
+med = {k: statistics.median(x["rps"] for x in v) for k, v in result.items()}
+print(f"status GET = {100 * med['status_get'] / med['hello']:.0f} % of the bare route (medians: {med['status_get']:.0f} vs {med['hello']:.0f} req/s)")
+print(f"submit POST median {med['submit_post']:.0f} req/s")
+print(f"submissions: {acknowledged} answered by wrk, {stored} in the store")
+result.update(acknowledged=acknowledged, stored=stored)
+print("BENCH_JSON " + json.dumps(result))
+PY

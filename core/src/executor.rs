@@ -6,8 +6,10 @@
 //! group (background children) is terminated the same way, and a grandchild that keeps the
 //! output pipes open cannot keep the step running (case C04).
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
@@ -17,7 +19,7 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::logs::{Entry, Level, LogEvent, SharedLog, Stream, lock};
+use crate::logs::{Entry, Level, LogEvent, OutputFormat, SharedLog, Stamp, Stream, lock};
 use crate::model::Phase;
 
 /// Longest output line kept in one record; longer lines are split into several records, each
@@ -79,7 +81,7 @@ pub async fn run_step(
     if cancel.is_cancelled() {
         return StepEnd::Cancelled;
     }
-    let mut command = Command::new("sh");
+    let mut command = Command::new(shell());
     command
         .arg("-c")
         .arg(cmd.run)
@@ -146,6 +148,29 @@ pub async fn run_step(
         }
     }
     end
+}
+
+/// The `sh` that `PATH` names, looked up once: a spawn then costs one `execve` instead of one
+/// per `PATH` entry before it (eight failed ones per step on a developer's `PATH`). Falls back to
+/// the lookup at each spawn when `PATH` is unset, has no `sh`, or has a relative entry first
+/// (which names a different folder for each step's working directory).
+pub fn shell() -> &'static OsStr {
+    static SHELL: OnceLock<PathBuf> = OnceLock::new();
+    SHELL.get_or_init(|| find_in_path(std::env::var_os("PATH").as_deref(), "sh")).as_os_str()
+}
+
+fn find_in_path(path: Option<&OsStr>, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    for dir in std::env::split_paths(path.unwrap_or_default()) {
+        if !dir.is_absolute() {
+            break;
+        }
+        let candidate = dir.join(name);
+        if candidate.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0) {
+            return candidate;
+        }
+    }
+    PathBuf::from(name)
 }
 
 fn exit_to_end(status: std::process::ExitStatus) -> StepEnd {
@@ -308,8 +333,16 @@ fn split_point(bytes: &[u8], max: usize) -> usize {
     if at == 0 { max } else { at }
 }
 
+/// Bytes read from a pipe at a time once a step proves chatty: a full pipe buffer and more, so
+/// that it costs few wake-ups and few writes to the log.
+const READ_CHUNK: usize = 256 * 1024;
+/// The first read buffer of a pipe.
+const FIRST_READ: usize = 8 * 1024;
+
 /// Reads a pipe to its end, writing one record per line. Invalid UTF-8 is replaced, long lines
-/// are split at [`MAX_LINE`], and a last line without a newline is kept.
+/// are split at [`MAX_LINE`], and a last line without a newline is kept. The lines of one read
+/// share its time stamp (they arrived together); the log is flushed after each read, so a
+/// follower sees every line as soon as it was read.
 async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     stream: Stream,
@@ -317,33 +350,44 @@ async fn pump(
     phase: Phase,
     step: std::sync::Arc<str>,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut pending: Vec<u8> = Vec::with_capacity(MAX_LINE);
+    let format = lock(&log).output_format(phase, &step, stream);
+    // Most steps print little: start small and grow only while reads fill the buffer, so that
+    // a quiet step does not pay for zeroing and mapping a large one.
+    let mut buf = vec![0u8; FIRST_READ];
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         let n = match pipe.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if n == buf.len() && buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
+        }
         let mut guard = lock(&log);
+        let stamp = guard.stamp();
+        let mut out = Out { log: &mut guard, stamp: &stamp, format: &format };
         let mut chunk = &buf[..n];
         while !chunk.is_empty() {
             let room = MAX_LINE - pending.len();
-            match memchr_newline(&chunk[..chunk.len().min(room + 1)]) {
-                Some(i) if i <= room => {
+            if let Some(i) = find_newline(&chunk[..chunk.len().min(room + 1)]) {
+                // A whole line in the chunk is written from where it lies; only a line that
+                // started in an earlier read goes through `pending`.
+                if pending.is_empty() {
+                    out.emit(&chunk[..i], false);
+                } else {
                     pending.extend_from_slice(&chunk[..i]);
-                    emit(&mut guard, &pending, stream, phase, &step, false);
+                    out.emit(&pending, false);
                     pending.clear();
-                    chunk = &chunk[i + 1..];
                 }
-                _ => {
-                    let take = room.min(chunk.len());
-                    pending.extend_from_slice(&chunk[..take]);
-                    chunk = &chunk[take..];
-                    if pending.len() >= MAX_LINE {
-                        let cut = split_point(&pending, MAX_LINE);
-                        emit(&mut guard, &pending[..cut], stream, phase, &step, true);
-                        pending.drain(..cut);
-                    }
+                chunk = &chunk[i + 1..];
+            } else {
+                let take = room.min(chunk.len());
+                pending.extend_from_slice(&chunk[..take]);
+                chunk = &chunk[take..];
+                if pending.len() >= MAX_LINE {
+                    let cut = split_point(&pending, MAX_LINE);
+                    out.emit(&pending[..cut], true);
+                    pending.drain(..cut);
                 }
             }
         }
@@ -351,30 +395,45 @@ async fn pump(
     }
     if !pending.is_empty() {
         let mut guard = lock(&log);
-        emit(&mut guard, &pending, stream, phase, &step, false);
+        let stamp = guard.stamp();
+        Out { log: &mut guard, stamp: &stamp, format: &format }.emit(&pending, false);
         let _ = guard.flush();
     }
 }
 
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+/// Where the lines of one read go.
+struct Out<'a> {
+    log: &'a mut crate::logs::AttemptLog,
+    stamp: &'a Stamp,
+    format: &'a OutputFormat,
 }
 
-fn emit(log: &mut crate::logs::AttemptLog, line: &[u8], stream: Stream, phase: Phase, step: &str, split: bool) {
-    let text = String::from_utf8_lossy(line);
-    let level = if stream == Stream::Stderr { Level::Warn } else { Level::Info };
-    let entry = Entry {
-        level,
-        event: LogEvent::Output,
-        phase: Some(phase),
-        step: Some(step),
-        stream: Some(stream),
-        message: &text,
-        split,
-    };
-    if let Err(e) = log.append(&entry) {
-        tracing::warn!(error = %e, "cannot write output line");
+impl Out<'_> {
+    fn emit(&mut self, line: &[u8], split: bool) {
+        if let Err(e) = self.log.append_output(self.stamp, self.format, line, split) {
+            tracing::warn!(error = %e, "cannot write output line");
+        }
     }
+}
+
+/// The position of the first `\n`, eight bytes at a time.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = ONES * b'\n' as u64;
+    let mut words = bytes.chunks_exact(8);
+    let mut base = 0;
+    for word in &mut words {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(word);
+        let x = u64::from_le_bytes(eight) ^ NEWLINES;
+        // A zero byte in `x` (a newline in `word`) sets its high bit here.
+        if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
+            return word.iter().position(|&b| b == b'\n').map(|i| base + i);
+        }
+        base += 8;
+    }
+    words.remainder().iter().position(|&b| b == b'\n').map(|i| base + i)
 }
 
 #[cfg(test)]
@@ -389,6 +448,34 @@ mod tests {
             let cut = split_point(bytes, max);
             assert!(cut <= max || cut == max);
             assert!(std::str::from_utf8(&bytes[..cut]).is_ok() || cut == max, "max {max} cut {cut}");
+        }
+    }
+
+    #[test]
+    fn shell_is_found_in_path_once_and_relative_entries_defer_to_the_spawn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("bin");
+        let sh = bin.join("sh");
+        std::fs::write(&sh, "#!/bin/true\n").expect("write");
+        let path = |entries: &[&Path]| std::env::join_paths(entries).expect("join");
+        // Not executable: skipped.
+        assert_eq!(find_in_path(Some(&path(&[&bin])), "sh"), PathBuf::from("sh"));
+        std::fs::set_permissions(&sh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+        assert_eq!(find_in_path(Some(&path(&[dir.path(), &bin])), "sh"), sh);
+        assert_eq!(find_in_path(Some(&path(&[Path::new("rel"), &bin])), "sh"), PathBuf::from("sh"));
+        assert_eq!(find_in_path(None, "sh"), PathBuf::from("sh"));
+        assert!(Path::new(shell()).ends_with("sh"));
+    }
+
+    #[test]
+    fn find_newline_agrees_with_a_byte_search() {
+        let text: Vec<u8> = (0..200u32).map(|i| if i % 37 == 5 { b'\n' } else { (i % 251) as u8 + 1 }).collect();
+        for start in 0..text.len() {
+            for end in start..text.len().min(start + 40) {
+                let slice = &text[start..end];
+                assert_eq!(find_newline(slice), slice.iter().position(|&b| b == b'\n'), "{start}..{end}");
+            }
         }
     }
 }

@@ -140,6 +140,19 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// A record time as its JSON text (RFC 3339, as `chrono` serializes it), made once and shared
+/// by all the output lines that one read of a pipe captured: they arrived at the same instant,
+/// and formatting a time per line would cost more than the line itself.
+#[derive(Debug, Clone)]
+pub struct Stamp(String);
+
+/// The fixed part of the output records of one step and stream (`attempt` to `message`), built
+/// once per step so that a captured line costs a copy, not a serialization.
+#[derive(Debug, Clone)]
+pub struct OutputFormat {
+    middle: Vec<u8>,
+}
+
 /// The open log of one attempt. Shared between the engine and the attempt's task behind a
 /// `std::sync::Mutex` that is held for one write, never across an `.await`.
 #[derive(Debug)]
@@ -163,15 +176,17 @@ pub fn lock(log: &SharedLog) -> MutexGuard<'_, AttemptLog> {
 impl AttemptLog {
     /// Opens (or creates) the file for appending; continues the sequence of existing records.
     pub fn open(path: &Path, attempt: u32, clock: Arc<dyn Clock>) -> io::Result<Self> {
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
-        }
-        let seq = match File::open(path) {
-            Ok(f) => BufReader::new(f).split(b'\n').count() as u64,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e),
+        let open = || OpenOptions::new().create(true).append(true).open(path);
+        // The folder exists nearly always: create it only when the file cannot be made.
+        let file = match open() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path.parent().is_some() => {
+                fs::create_dir_all(path.parent().unwrap_or(path))?;
+                open()?
+            }
+            other => other?,
         };
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let seq =
+            if file.metadata()?.len() == 0 { 0 } else { BufReader::new(File::open(path)?).split(b'\n').count() as u64 };
         Ok(Self { writer: BufWriter::with_capacity(64 * 1024, file), seq, attempt, clock, path: path.to_owned() })
     }
 
@@ -242,6 +257,82 @@ impl AttemptLog {
     pub fn flush(&mut self) -> io::Result<()> {
         self.writer.flush()
     }
+
+    /// The current time, formatted for [`AttemptLog::append_output`].
+    pub fn stamp(&self) -> Stamp {
+        Stamp(self.clock.now().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+
+    /// The fixed part of the output records of `step` on `stream` (stderr lines are `warn`).
+    pub fn output_format(&self, phase: Phase, step: &str, stream: Stream) -> OutputFormat {
+        let level = if stream == Stream::Stderr { Level::Warn } else { Level::Info };
+        let mut middle = Vec::with_capacity(128);
+        json_field(&mut middle, "attempt", &self.attempt);
+        json_field(&mut middle, "level", &level);
+        json_field(&mut middle, "event", &LogEvent::Output);
+        json_field(&mut middle, "phase", &Some(phase));
+        json_field(&mut middle, "step", &Some(step));
+        json_field(&mut middle, "stream", &Some(stream));
+        middle.extend_from_slice(b",\"message\":");
+        OutputFormat { middle }
+    }
+
+    /// Appends one captured output line without flushing: the same record as [`append`] of an
+    /// `output` entry would write, byte for byte, without a serializer on the way. Invalid
+    /// UTF-8 is replaced (U+FFFD); a line that is printable ASCII (nearly all of them) is copied
+    /// as it is.
+    ///
+    /// [`append`]: AttemptLog::append
+    pub fn append_output(&mut self, stamp: &Stamp, format: &OutputFormat, line: &[u8], split: bool) -> io::Result<()> {
+        let mut digits = [0u8; 20];
+        let w = &mut self.writer;
+        w.write_all(b"{\"ts\":\"")?;
+        w.write_all(stamp.0.as_bytes())?;
+        w.write_all(b"\",\"seq\":")?;
+        w.write_all(decimal(self.seq, &mut digits))?;
+        w.write_all(&format.middle)?;
+        if is_plain_ascii(line) {
+            w.write_all(b"\"")?;
+            w.write_all(line)?;
+            w.write_all(b"\"")?;
+        } else {
+            serde_json::to_writer(&mut *w, &*String::from_utf8_lossy(line))?;
+        }
+        w.write_all(if split { b",\"split\":true}\n" } else { b"}\n" })?;
+        self.seq += 1;
+        Ok(())
+    }
+}
+
+/// `,"name":value` for the fixed part of output records.
+fn json_field<T: Serialize + ?Sized>(out: &mut Vec<u8>, name: &str, value: &T) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    if serde_json::to_writer(&mut *out, value).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Whether a line is printable ASCII without a quote or a backslash: JSON needs no escape for it and it
+/// is valid UTF-8, so it can be written as it is. Written without early exit so that it
+/// compiles to a vector loop.
+#[allow(clippy::needless_bitwise_bool)] // `&` on purpose: no branch per byte
+fn is_plain_ascii(line: &[u8]) -> bool {
+    line.iter().fold(true, |plain, &b| plain & (0x20..0x7f).contains(&b) & (b != b'"') & (b != b'\\'))
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// Where the log files live.
@@ -291,8 +382,71 @@ pub fn read_records(path: &Path) -> io::Result<impl Iterator<Item = LogRecord>> 
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
     use crate::clock::SystemClock;
+
+    #[derive(Debug)]
+    struct Fixed(DateTime<Utc>);
+
+    impl Clock for Fixed {
+        fn now(&self) -> DateTime<Utc> {
+            self.0
+        }
+    }
+
+    /// The fast path for output lines writes exactly what serializing the entry writes: same
+    /// fields, same order, same time format, same escaping and replacement of invalid UTF-8.
+    #[test]
+    fn output_records_are_byte_for_byte_the_serialized_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lines: [&[u8]; 9] = [
+            b"plain line",
+            b"",
+            b"with \"quotes\" and a \\ backslash",
+            b"tab\there\r",
+            b"\x1b[2J escape",
+            "café ✓".as_bytes(),
+            b"bad \xff\xfe utf8 \xe2\x82",
+            b"del \x7f",
+            b"{\"json\": [1, 2]}",
+        ];
+        for (i, nanos) in [0, 123_000_000, 123_456_000, 123_456_789].into_iter().enumerate() {
+            let clock = Arc::new(Fixed(Utc.timestamp_opt(1_764_758_467, nanos).single().expect("time")));
+            let (a, b) = (dir.path().join(format!("{i}.a")), dir.path().join(format!("{i}.b")));
+            let mut serialized = AttemptLog::open(&a, 3, clock.clone()).expect("open");
+            let mut fast = AttemptLog::open(&b, 3, clock).expect("open");
+            for stream in [Stream::Stdout, Stream::Stderr] {
+                let format = fast.output_format(Phase::Steps, "install \"x\"", stream);
+                for line in lines {
+                    for split in [false, true] {
+                        serialized
+                            .append(&Entry {
+                                level: if stream == Stream::Stderr { Level::Warn } else { Level::Info },
+                                event: LogEvent::Output,
+                                phase: Some(Phase::Steps),
+                                step: Some("install \"x\""),
+                                stream: Some(stream),
+                                message: &String::from_utf8_lossy(line),
+                                split,
+                            })
+                            .expect("append");
+                        let stamp = fast.stamp();
+                        fast.append_output(&stamp, &format, line, split).expect("append");
+                    }
+                }
+            }
+            serialized.flush().expect("flush");
+            fast.flush().expect("flush");
+            let (a, b) = (fs::read_to_string(a).expect("read"), fs::read_to_string(b).expect("read"));
+            assert_eq!(a.lines().count(), 36);
+            for (x, y) in a.lines().zip(b.lines()) {
+                assert_eq!(x, y);
+            }
+            assert_eq!(a, b);
+        }
+    }
 
     #[test]
     fn records_round_trip_and_sequence_continues_after_reopen() {
