@@ -448,8 +448,20 @@ impl Engine {
     /// Persists a live deployment's row (plus a transition and attempt record) and publishes
     /// it; a terminal deployment leaves the live set.
     fn commit(&mut self, id: DeploymentId, message: Option<String>, attempt_done: Option<(&str, Option<u64>)>) {
-        let Some(live) = self.live.get(&id) else { return };
         let now = self.now();
+        self.commit_at(id, now, message, attempt_done);
+    }
+
+    /// [`Engine::commit`] with the time of the change given (an outcome records the same
+    /// instant that its retry timer counts from).
+    fn commit_at(
+        &mut self,
+        id: DeploymentId,
+        now: DateTime<Utc>,
+        message: Option<String>,
+        attempt_done: Option<(&str, Option<u64>)>,
+    ) {
+        let Some(live) = self.live.get(&id) else { return };
         let d = &live.d;
         let mut writes = vec![Write::Update(Box::new(d.clone()))];
         writes.push(Write::Transition(TransitionRecord {
@@ -790,7 +802,7 @@ impl Engine {
         };
         self.log(id, level, kind, &message);
         let view = self.live.get(&id).map(|l| DeploymentView::from(&l.d));
-        self.commit(id, Some(message), Some((outcome_name, attempt_ms)));
+        self.commit_at(id, now, Some(message), Some((outcome_name, attempt_ms)));
         if let Some(view) = view
             && !waiters.is_empty()
         {
