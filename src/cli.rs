@@ -38,7 +38,7 @@ http://127.0.0.1:7878) with --token / TDS_TOKEN.";
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Configuration file (TOML).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
     /// Data folder (store, logs, artifacts); overrides `storage.data_dir`.
@@ -74,7 +74,11 @@ pub struct ClientArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a configuration file and list every mistake with its line.
-    CheckConfig,
+    CheckConfig {
+        /// The file to check (default: the one tds would use).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Token utilities.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -149,6 +153,7 @@ pub struct SubmitArgs {
 /// `tds logs`
 #[derive(Debug, Args)]
 pub struct LogsArgs {
+    /// Deployment id.
     pub id: String,
     /// Follow until the deployment ends.
     #[arg(long, short = 'f')]
@@ -166,8 +171,10 @@ pub struct LogsArgs {
 /// `tds history`
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
+    /// Only this environment.
     #[arg(long = "env", short = 'e')]
     pub environment: Option<String>,
+    /// Only these statuses (comma-separated: queued, running, succeeded, failed, cancelled, …).
     #[arg(long)]
     pub status: Option<String>,
     #[arg(long, default_value_t = 20)]

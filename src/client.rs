@@ -158,7 +158,7 @@ pub async fn execute(command: Command) -> anyhow::Result<u8> {
             Ok(0)
         }
         Command::Analytics(args) => analytics(&args).await,
-        Command::CheckConfig | Command::Token(_) => anyhow::bail!("not a client command"),
+        Command::CheckConfig { .. } | Command::Token(_) => anyhow::bail!("not a client command"),
     }
 }
 

@@ -40,7 +40,7 @@ impl std::fmt::Display for ConfigSource {
 /// Runs a parsed command line to its end.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Some(Command::CheckConfig) => check_config(&cli.server),
+        Some(Command::CheckConfig { config }) => check_config(config.as_deref().or(cli.server.config.as_deref())),
         Some(Command::Token(TokenCommand::Hash)) => token_hash(),
         Some(command) => runtime()?.block_on(client::run(command)),
         None => runtime()?.block_on(orchestrate(cli)),
@@ -82,9 +82,9 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<(Config, ConfigSource)> 
     Ok((config, source))
 }
 
-fn check_config(args: &ServerArgs) -> anyhow::Result<ExitCode> {
+fn check_config(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir()?;
-    let Some(path) = find_config(args.config.as_deref()) else {
+    let Some(path) = find_config(explicit) else {
         println!("no configuration file found (--config, ./tds.toml, user config); the built-in default is valid");
         return Ok(ExitCode::SUCCESS);
     };
@@ -128,6 +128,15 @@ fn token_hash() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes a line to stdout; a reader that went away (`tds --serve | head -1`) must not stop the
+/// server, so write errors are ignored.
+fn say(line: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 /// Dashboard, `--serve` and `--demo`: start the orchestrator and the API, run until quit or a
 /// signal, then shut down gracefully.
 async fn orchestrate(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -143,25 +152,28 @@ async fn orchestrate(cli: Cli) -> anyhow::Result<ExitCode> {
     let _log_guard = logging::init(&config.data_dir, cli.serve)?;
     tracing::info!(config = %source, "starting tds {}", env!("CARGO_PKG_VERSION"));
     let signals = shutdown::on_signals()?;
+    // Bind before anything else starts: a busy port or a refused address must not start (and
+    // recover) an orchestrator only to stop it again.
+    let listener = if cli.server.no_api { None } else { Some(api::bind(&config).await?) };
     let handle = OrchestratorHandle::start(config.clone(), StartOptions::default())
         .await
         .with_context(|| format!("cannot start the orchestrator (data folder {})", config.data_dir.display()))?;
 
     let api_stop = tokio_util::sync::CancellationToken::new();
-    let api = if cli.server.no_api {
-        None
-    } else {
-        let listener = api::bind(&config).await?;
-        let addr = listener.local_addr()?;
-        if cli.serve {
-            println!("tds {} listening on http://{addr} (config: {source})", env!("CARGO_PKG_VERSION"));
-            if config.tokens.is_empty() {
-                println!("no [[tokens]] configured: the API is open to local users only, so it listens on loopback");
+    let api = match listener {
+        None => None,
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            if cli.serve {
+                say(&format!("tds {} listening on http://{addr} (config: {source})", env!("CARGO_PKG_VERSION")));
+                if config.tokens.is_empty() {
+                    say("no [[tokens]] configured: the API is open to local users only, so it listens on loopback");
+                }
             }
+            let app = api::router(handle.clone());
+            let stop = api_stop.clone();
+            Some((addr, tokio::spawn(api::serve(listener, app, stop))))
         }
-        let app = api::router(handle.clone());
-        let stop = api_stop.clone();
-        Some((addr, tokio::spawn(api::serve(listener, app, stop))))
     };
     let demo_task = demo.as_ref().map(|d| d.spawn_submitter(handle.clone(), signals.clone()));
 

@@ -328,3 +328,73 @@ steps = [
     assert!(long.iter().rev().skip(1).all(|r| r.split), "every part but the last is marked split");
     assert!(out.iter().any(|m| m.ends_with("p 1%\rp 50%\rp 100%tail")), "last line without newline kept");
 }
+
+/// Artifact retention: the sweep keeps what an unfinished deployment or a recent one uses and
+/// anything written recently; it removes the rest. A manual retry of a deployment whose
+/// artifact was removed fails at once with a clear, non-retryable reason.
+#[tokio::test]
+async fn artifact_retention_keeps_what_is_needed_and_retry_says_when_gone() {
+    let h = Harness::start(&WEB.replace("[[environments]]", "[[environments]]\nretry = { max_retries = 0 }")).await;
+    let old = h.submit_with("web", "site.tar.gz", site("old"), "old", Priority::Normal, fail()).await;
+    assert_eq!(h.wait_terminal(old.id, Duration::from_secs(20)).await.status, StatusKind::Failed);
+    h.handle.set_paused("web", true).await.unwrap();
+    let waiting = h.submit("web", "site.tar.gz", site("waiting"), "waiting").await;
+    let artifacts = h.dir.path().join("data").join("artifacts");
+    let stray = artifacts.join("ab".repeat(32));
+    std::fs::write(&stray, b"unreferenced").unwrap();
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
+    for entry in std::fs::read_dir(&artifacts).unwrap().flatten() {
+        std::fs::File::options().write(true).open(entry.path()).unwrap().set_modified(long_ago).unwrap();
+    }
+    // Ten days later, with a retention of seven: the failed deployment's artifact and the
+    // stray file go; the queued deployment's artifact stays.
+    let later = chrono::Utc::now() + chrono::TimeDelta::days(10);
+    let store = h.handle.store();
+    let removed = tds_core::retention::sweep(&*store, &artifacts, Duration::from_secs(7 * 86_400), later).unwrap();
+    assert_eq!(removed, 2);
+    assert!(!stray.exists());
+    assert!(artifacts.join(&waiting.artifact.sha256).exists());
+    assert!(!artifacts.join(&old.artifact.sha256).exists());
+    // Nothing is removed within the retention period.
+    assert_eq!(
+        tds_core::retention::sweep(&*store, &artifacts, Duration::from_secs(7 * 86_400), chrono::Utc::now()).unwrap(),
+        0
+    );
+
+    h.handle.set_paused("web", false).await.unwrap();
+    h.handle.retry(old.id).await.unwrap();
+    let again = h.wait_terminal(old.id, Duration::from_secs(20)).await;
+    assert_eq!((again.status, again.attempt), (StatusKind::Failed, 2));
+    assert!(again.error.unwrap().contains("is no longer stored"), "clear reason");
+}
+
+/// Case C14 (paging while deployments are added): keyset pages (`before` the last id of the
+/// previous page) neither repeat nor skip, newest first, while new submissions arrive.
+#[tokio::test]
+async fn c14_keyset_paging_neither_repeats_nor_skips_while_deployments_are_added() {
+    let h = Harness::start(WEB).await;
+    h.handle.set_paused("web", true).await.unwrap();
+    let mut first = Vec::new();
+    for i in 0..12 {
+        first.push(h.submit("web", "a.txt", format!("{i}").into_bytes(), &i.to_string()).await.id);
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        // Someone keeps submitting between pages.
+        h.submit("web", "a.txt", format!("late-{}", seen.len()).into_bytes(), "late").await;
+        let page =
+            h.handle.history(tds_core::store::HistoryQuery { limit: 5, before, ..Default::default() }).await.unwrap();
+        if page.items.is_empty() {
+            break;
+        }
+        before = page.items.last().map(|d| d.id);
+        seen.extend(page.items.iter().map(|d| d.id));
+    }
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a page repeated an item");
+    for id in &first {
+        assert!(seen.contains(id), "{id} was skipped");
+    }
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "not newest first");
+}

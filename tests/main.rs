@@ -12,6 +12,7 @@ mod common;
 mod engine;
 mod faults;
 mod metrics;
+mod newcomer;
 mod properties;
 mod recovery;
 mod ui;

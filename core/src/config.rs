@@ -127,6 +127,9 @@ pub struct ServerConfig {
 pub struct Config {
     pub server: ServerConfig,
     pub data_dir: PathBuf,
+    /// Stored artifacts that no unfinished deployment needs are removed once no deployment
+    /// created within this period used them (manual retries of older ones then fail clearly).
+    pub artifact_retention: Duration,
     pub defaults: Defaults,
     pub tokens: Vec<TokenConfig>,
     pub environments: Vec<Arc<EnvironmentConfig>>,
@@ -142,12 +145,11 @@ impl Config {
     /// (the working directory, so that paths in commands and in the file agree).
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigErrors> {
         let locator = Locator::new(text);
-        let mut unknown = Vec::new();
-        let raw: RawConfig = match toml::de::Deserializer::parse(text)
-            .and_then(|de| serde_ignored::deserialize(de, |path| unknown.push(path_segments(&path))))
-        {
-            Ok(raw) => raw,
+        // Syntax first: without a document there is nothing more to report.
+        let mut table: toml::Table = match text.parse() {
+            Ok(t) => t,
             Err(err) => {
+                let err: toml::de::Error = err;
                 let line = err.span().map(|s| locator.line_at(s.start));
                 return Err(ConfigErrors(vec![ConfigError {
                     line,
@@ -156,7 +158,30 @@ impl Config {
                 }]));
             }
         };
+        // Then types: a value of the wrong type is reported and taken out, and the rest is
+        // read again, so that one mistake never hides the others.
         let mut errors = Vec::new();
+        let mut unknown = Vec::new();
+        let raw: RawConfig = loop {
+            unknown.clear();
+            let value = toml::Value::Table(table.clone());
+            let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(path_segments(&path));
+            let ignored = serde_ignored::Deserializer::new(value, &mut note_unknown);
+            match serde_path_to_error::deserialize::<_, RawConfig>(ignored) {
+                Ok(raw) => break raw,
+                Err(err) => {
+                    let segments = error_segments(err.path());
+                    errors.push(ConfigError {
+                        line: locator.line_of(&segments),
+                        key: display_path(&segments),
+                        message: err.inner().message().trim().to_owned(),
+                    });
+                    if segments.is_empty() || !remove_at(&mut table, &segments) || errors.len() > 100 {
+                        return Err(ConfigErrors(errors));
+                    }
+                }
+            }
+        };
         for segments in unknown {
             errors.push(ConfigError {
                 line: locator.line_of(&segments),
@@ -278,6 +303,7 @@ struct RawServer {
 #[serde(default)]
 struct RawStorage {
     data_dir: Option<String>,
+    artifact_retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -380,6 +406,57 @@ fn path_segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
     }
     out.reverse();
     out
+}
+
+/// The key path of a type error.
+fn error_segments(path: &serde_path_to_error::Path) -> Vec<Segment> {
+    path.iter()
+        .filter_map(|seg| match seg {
+            serde_path_to_error::Segment::Map { key } => Some(Segment::Key(key.clone())),
+            serde_path_to_error::Segment::Seq { index } => Some(Segment::Index(*index)),
+            serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// Takes the value at `segments` out of the document (an array element becomes an empty table,
+/// so that the indices of the others stay as in the file). False when there was nothing there.
+fn remove_at(table: &mut toml::Table, segments: &[Segment]) -> bool {
+    let Some((last, parents)) = segments.split_last() else { return false };
+    let mut current: &mut toml::Value = match parents.first() {
+        None => {
+            return match last {
+                Segment::Key(k) => table.remove(k).is_some(),
+                Segment::Index(_) => false,
+            };
+        }
+        Some(Segment::Key(k)) => match table.get_mut(k) {
+            Some(v) => v,
+            None => return false,
+        },
+        Some(Segment::Index(_)) => return false,
+    };
+    for seg in &parents[1..] {
+        current = match (seg, current) {
+            (Segment::Key(k), toml::Value::Table(t)) => match t.get_mut(k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Index(i), toml::Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, current) {
+        (Segment::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
+        (Segment::Index(i), toml::Value::Array(a)) if *i < a.len() => {
+            a[*i] = toml::Value::Table(toml::Table::new());
+            true
+        }
+        _ => false,
+    }
 }
 
 fn display_path(segments: &[Segment]) -> String {
@@ -543,7 +620,13 @@ impl Resolver<'_, '_> {
         for (i, step) in raw.iter().enumerate() {
             let here = key(&[&"environments", &env_index, &list, &i]);
             let Some(run) = step.run.as_ref().filter(|r| !r.trim().is_empty()) else {
-                self.error(&here, "missing `run` (the command to execute)");
+                if step.run.is_some() {
+                    let mut at_run = here.clone();
+                    at_run.push(Segment::Key("run".into()));
+                    self.error(&at_run, "empty `run` (the command to execute)");
+                } else {
+                    self.error(&here, "missing `run` (the command to execute)");
+                }
                 continue;
             };
             let mut at_timeout = here.clone();
@@ -571,6 +654,11 @@ impl Resolver<'_, '_> {
             ),
         };
         let data_dir = self.path(raw.storage.data_dir.as_deref().unwrap_or(".tds"));
+        let artifact_retention = self.duration(
+            raw.storage.artifact_retention.as_ref(),
+            &key(&[&"storage", &"artifact_retention"]),
+            Duration::from_secs(7 * 86_400),
+        );
 
         let d = &raw.defaults;
         let dk = |k: &str| key(&[&"defaults", &k]);
@@ -609,12 +697,27 @@ impl Resolver<'_, '_> {
                 Some("viewer") => Role::Viewer,
                 Some("operator") => Role::Operator,
                 Some("admin") => Role::Admin,
-                other => {
-                    self.error(&at("role"), format!("role {other:?} is not one of viewer, operator, admin"));
+                Some(other) => {
+                    self.error(&at("role"), format!("role '{other}' is not one of viewer, operator, admin"));
+                    Role::Viewer
+                }
+                None => {
+                    self.error(&key(&[&"tokens", &i]), "missing `role` (viewer, operator or admin)");
                     Role::Viewer
                 }
             };
             tokens.push(TokenConfig { name, sha256: sha, role });
+        }
+
+        if tokens.is_empty() && !server.listen.ip().is_loopback() {
+            self.error(
+                &key(&[&"server", &"listen"]),
+                format!(
+                    "{} is not a loopback address and no [[tokens]] are configured: anyone who can reach it could deploy \
+                     (add tokens, see `tds token hash`, or listen on 127.0.0.1)",
+                    server.listen
+                ),
+            );
         }
 
         let mut environments = Vec::new();
@@ -637,7 +740,11 @@ impl Resolver<'_, '_> {
             }
             let root = match e.root.as_deref() {
                 Some(r) if !r.trim().is_empty() => self.path(r),
-                _ => {
+                Some(_) => {
+                    self.error(&at("root"), format!("environment '{name}' has an empty `root`"));
+                    PathBuf::new()
+                }
+                None => {
                     self.error(
                         &key(&[&"environments", &i]),
                         format!("environment '{name}' is missing `root` (the folder holding releases/ and current)"),
@@ -673,7 +780,7 @@ impl Resolver<'_, '_> {
             };
             environments.push(Arc::new(env));
         }
-        Config { server, data_dir, defaults, tokens, environments }
+        Config { server, data_dir, artifact_retention, defaults, tokens, environments }
     }
 }
 
@@ -767,6 +874,45 @@ max_concurrent = 0
             assert!(shown.iter().any(|s| s.starts_with(e)), "missing {e:?} in {shown:#?}");
         }
         assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+    }
+
+    #[test]
+    fn a_type_error_does_not_hide_the_other_mistakes() {
+        let text = r#"[defaults]
+max_concurrent = -1
+step_timeout = "soon"
+[server]
+listen = "0.0.0.0:7878"
+[[tokens]]
+name = "ci"
+sha256 = "nope"
+role = "superuser"
+[[environments]]
+name = "x"
+root = ""
+keep_releases = "five"
+steps = [{ name = "s", run = "" }]
+"#;
+        let shown: Vec<String> = parse(text).expect_err("invalid").0.iter().map(ToString::to_string).collect();
+        let expect = [
+            "line 2: defaults.max_concurrent: invalid value: integer `-1`, expected u32",
+            "line 3: defaults.step_timeout: 'soon' is not a duration",
+            "line 8: tokens[0].sha256: must be the 64 hex digits",
+            "line 9: tokens[0].role: role 'superuser' is not one of viewer, operator, admin",
+            "line 12: environments[0].root: environment 'x' has an empty `root`",
+            "line 13: environments[0].keep_releases: invalid type: string \"five\", expected u32",
+            "line 14: environments[0].steps[0].run: empty `run`",
+        ];
+        for e in expect {
+            assert!(shown.iter().any(|s| s.starts_with(e)), "missing {e:?} in {shown:#?}");
+        }
+        assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+        // What `--serve` would refuse, check-config refuses too.
+        let open = parse("[server]\nlisten = \"0.0.0.0:7878\"\n").expect_err("open bind").0;
+        assert!(
+            open[0].to_string().starts_with("line 2: server.listen: 0.0.0.0:7878 is not a loopback address"),
+            "{open:?}"
+        );
     }
 
     #[test]

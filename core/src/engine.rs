@@ -142,6 +142,9 @@ pub(crate) struct Shared {
     pub artifacts: crate::artifact::ArtifactStore,
     pub releases: Arc<Releases>,
     pub persist: PersistHandle,
+    /// The exclusive lock on the data folder: held until `shutdown` completes (or the process
+    /// ends), so a second orchestrator cannot start on the same folder meanwhile.
+    pub lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 /// A deployment found unfinished at start-up.
@@ -445,8 +448,20 @@ impl Engine {
     /// Persists a live deployment's row (plus a transition and attempt record) and publishes
     /// it; a terminal deployment leaves the live set.
     fn commit(&mut self, id: DeploymentId, message: Option<String>, attempt_done: Option<(&str, Option<u64>)>) {
-        let Some(live) = self.live.get(&id) else { return };
         let now = self.now();
+        self.commit_at(id, now, message, attempt_done);
+    }
+
+    /// [`Engine::commit`] with the time of the change given (an outcome records the same
+    /// instant that its retry timer counts from).
+    fn commit_at(
+        &mut self,
+        id: DeploymentId,
+        now: DateTime<Utc>,
+        message: Option<String>,
+        attempt_done: Option<(&str, Option<u64>)>,
+    ) {
+        let Some(live) = self.live.get(&id) else { return };
         let d = &live.d;
         let mut writes = vec![Write::Update(Box::new(d.clone()))];
         writes.push(Write::Transition(TransitionRecord {
@@ -678,6 +693,8 @@ impl Engine {
         }
         let started = live.attempt_started_at.unwrap_or_else(|| self.shared.clock.now());
         let phase_change = match (&mut live.d.status, progress) {
+            // The start already recorded `prepare`; only real changes are transitions.
+            (Status::Running { phase, .. }, Progress::Phase(p)) if *phase == p => return,
             (Status::Running { phase, step, .. }, Progress::Phase(p)) => {
                 *phase = p;
                 *step = None;
@@ -785,7 +802,7 @@ impl Engine {
         };
         self.log(id, level, kind, &message);
         let view = self.live.get(&id).map(|l| DeploymentView::from(&l.d));
-        self.commit(id, Some(message), Some((outcome_name, attempt_ms)));
+        self.commit_at(id, now, Some(message), Some((outcome_name, attempt_ms)));
         if let Some(view) = view
             && !waiters.is_empty()
         {
@@ -1031,6 +1048,7 @@ impl Engine {
             return;
         }
         // Queued or waiting for a retry: nothing runs, so it ends here and now.
+        let was_waiting_to_retry = live.retry_at.is_some();
         if let Some(at) = live.retry_at.take() {
             self.timers.remove(&(at, id));
         }
@@ -1042,7 +1060,8 @@ impl Engine {
         live.d.wait_reason = None;
         live.d.duration_ms = live.first_started.map(|t| t.elapsed().as_millis() as u64);
         let view = DeploymentView::from(&live.d);
-        self.log(id, Level::Warn, LogEvent::Cancelled, "cancelled before it ran");
+        let message = if was_waiting_to_retry { "cancelled while waiting to retry" } else { "cancelled before it ran" };
+        self.log(id, Level::Warn, LogEvent::Cancelled, message);
         if let Some(&idx) = self.env_index.get(&env) {
             self.envs[idx].last_result = Some(("cancelled".into(), now));
         }

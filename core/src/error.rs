@@ -28,6 +28,11 @@ pub enum Error {
     NoRollbackTarget(String),
     #[error("tds is shutting down")]
     ShuttingDown,
+    #[error(
+        "the data folder {} is in use by another tds (pid {pid}); stop it, or give this one its own --data-dir",
+        path.display()
+    )]
+    DataDirInUse { path: PathBuf, pid: String },
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("{op} {}: {source}", path.display())]

@@ -124,6 +124,34 @@ fn hex(bytes: &[u8]) -> String {
     })
 }
 
+/// Takes the data folder's lock file (`tds.lock`, holding the pid of its owner), or says who
+/// holds it. The lock is released by the kernel when the process ends, also after `kill -9`.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = data_dir.join("tds.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.set_len(0);
+            let _ = file.rewind();
+            let _ = write!(file, "{}", std::process::id());
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Err(Error::DataDirInUse { path: data_dir.to_owned(), pid: pid.trim().to_owned() })
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock the data folder", &path, e)),
+    }
+}
+
 /// A `params` key: it becomes part of an environment variable name (`TDS_PARAM_<KEY>`).
 pub fn valid_param_key(key: &str) -> bool {
     let mut bytes = key.bytes();
@@ -140,6 +168,9 @@ impl OrchestratorHandle {
         let clock = options.clock;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|e| Error::io("create data folder", &data_dir, e))?;
+        // One orchestrator per data folder: a second one would take the first one's running
+        // attempts for crash leftovers and kill them.
+        let lock = lock_data_dir(&data_dir)?;
         let db = data_dir.join("tds.db");
         let store: Arc<dyn Store> =
             Arc::new(spawn_blocking(move || SqliteStore::open(&db)).await.map_err(blocking_err)??);
@@ -194,6 +225,7 @@ impl OrchestratorHandle {
             artifacts,
             releases,
             persist,
+            lock: Mutex::new(Some(lock)),
         });
         let (commands_tx, commands_rx) = mpsc::channel(4096);
         let (probe_tx, probe_rx) = mpsc::unbounded_channel();
@@ -204,6 +236,13 @@ impl OrchestratorHandle {
         if options.probes {
             crate::probe::spawn_probes(&config.environments, &probe_tx, &stop_probes);
         }
+        crate::retention::spawn(
+            Arc::clone(&store),
+            data_dir.join("artifacts"),
+            config.artifact_retention,
+            Arc::clone(&clock),
+            stop_probes.clone(),
+        );
         tracing::info!(data_dir = %data_dir.display(), environments = config.environments.len(), "orchestrator started");
         // Wait until the engine's first view of every environment is published, so that the
         // first reads after `start` see them.
@@ -276,7 +315,14 @@ impl OrchestratorHandle {
         if req.params.len() > MAX_PARAMS {
             return Err(Error::invalid("params", format!("more than {MAX_PARAMS} parameters")));
         }
+        let mut variables = std::collections::HashMap::new();
         for (k, v) in &req.params {
+            if let Some(other) = variables.insert(k.to_ascii_uppercase(), k) {
+                return Err(Error::invalid(
+                    "params",
+                    format!("keys '{other}' and '{k}' would both become TDS_PARAM_{}", k.to_ascii_uppercase()),
+                ));
+            }
             if !valid_param_key(k) {
                 return Err(Error::invalid(
                     format!("params.{}", k.chars().take(64).collect::<String>()),
@@ -580,5 +626,7 @@ impl OrchestratorHandle {
         if let Some(task) = task {
             let _ = task.await;
         }
+        // Stopped and persisted: the data folder is free for the next orchestrator.
+        self.inner.shared.lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 }

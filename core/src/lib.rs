@@ -20,6 +20,7 @@ mod probe;
 pub mod published;
 pub mod queue;
 pub mod release;
+pub mod retention;
 pub mod retry;
 pub mod sanitize;
 pub mod store;

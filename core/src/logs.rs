@@ -101,6 +101,29 @@ impl LogRecord {
 /// Buffer of an open log file.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+/// Escapes C1 control characters (U+0080–U+009F) as `\u00XX`: JSON allows them raw, but a
+/// terminal showing the JSON (a `curl` of the log endpoint) could obey U+009B as a CSI (C07).
+/// They can only occur inside JSON strings, so the textual rewrite is safe.
+fn escape_c1(line: &mut Vec<u8>) {
+    let mut out = Vec::with_capacity(line.len() + 16);
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] == 0xC2 && line.get(i + 1).is_some_and(|b| (0x80..=0x9F).contains(b)) {
+            out.extend_from_slice(format!("\\u{:04x}", line[i + 1]).as_bytes());
+            i += 2;
+        } else {
+            out.push(line[i]);
+            i += 1;
+        }
+    }
+    *line = out;
+}
+
+/// Whether UTF-8 text holds a C1 control character (encoded as 0xC2 0x80..=0x9F).
+fn has_c1(text: &str) -> bool {
+    text.as_bytes().windows(2).any(|w| w[0] == 0xC2 && (0x80..=0x9F).contains(&w[1]))
+}
+
 /// The fields a writer supplies; time, sequence and attempt are filled in by [`AttemptLog`].
 #[derive(Debug, Clone)]
 pub struct Entry<'a> {
@@ -245,8 +268,15 @@ impl AttemptLog {
             split: entry.split,
         };
         let w = self.writer()?;
-        serde_json::to_writer(&mut *w, &record)?;
-        w.write_all(b"\n")?;
+        if has_c1(entry.message) || entry.step.is_some_and(has_c1) {
+            let mut line = serde_json::to_vec(&record)?;
+            escape_c1(&mut line);
+            line.push(b'\n');
+            w.write_all(&line)?;
+        } else {
+            serde_json::to_writer(&mut *w, &record)?;
+            w.write_all(b"\n")?;
+        }
         self.seq += 1;
         Ok(())
     }
@@ -307,7 +337,14 @@ impl AttemptLog {
             w.write_all(line)?;
             w.write_all(b"\"")?;
         } else {
-            serde_json::to_writer(&mut *w, &*String::from_utf8_lossy(line))?;
+            let text = String::from_utf8_lossy(line);
+            if has_c1(&text) {
+                let mut quoted = serde_json::to_vec(&*text)?;
+                escape_c1(&mut quoted);
+                w.write_all(&quoted)?;
+            } else {
+                serde_json::to_writer(&mut *w, &*text)?;
+            }
         }
         w.write_all(if split { b",\"split\":true}\n" } else { b"}\n" })?;
         self.seq += 1;
@@ -482,7 +519,7 @@ mod tests {
     #[test]
     fn output_records_are_byte_for_byte_the_serialized_entry() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let lines: [&[u8]; 9] = [
+        let lines: [&[u8]; 10] = [
             b"plain line",
             b"",
             b"with \"quotes\" and a \\ backslash",
@@ -492,6 +529,7 @@ mod tests {
             b"bad \xff\xfe utf8 \xe2\x82",
             b"del \x7f",
             b"{\"json\": [1, 2]}",
+            "c1 \u{9b}31m csi".as_bytes(),
         ];
         for (i, nanos) in [0, 123_000_000, 123_456_000, 123_456_789].into_iter().enumerate() {
             let clock = Arc::new(Fixed(Utc.timestamp_opt(1_764_758_467, nanos).single().expect("time")));
@@ -521,7 +559,8 @@ mod tests {
             serialized.flush().expect("flush");
             fast.flush().expect("flush");
             let (a, b) = (fs::read_to_string(a).expect("read"), fs::read_to_string(b).expect("read"));
-            assert_eq!(a.lines().count(), 36);
+            assert_eq!(a.lines().count(), 40);
+            assert!(!b.contains('\u{9b}'), "a raw C1 control in the log: {b}");
             for (x, y) in a.lines().zip(b.lines()) {
                 assert_eq!(x, y);
             }
@@ -552,5 +591,17 @@ mod tests {
         assert!(records[1].split);
         assert!(records[1].to_text().contains("stderr install | bad \u{fffd} ␛[2J ⏎…"), "{}", records[1].to_text());
         assert_eq!(book.attempts(id), [1]);
+    }
+
+    #[test]
+    fn c1_controls_are_escaped_in_the_json_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = LogBook::new(dir.path().to_owned(), Arc::new(SystemClock));
+        let id: DeploymentId = "01JF0000000000000000000001".parse().expect("id");
+        book.write_once(id, 1, &Entry::event(Level::Info, LogEvent::Output, None, "a\u{9b}31mb \u{1b}[0m é"));
+        let raw = std::fs::read_to_string(book.path(id, 1)).expect("read");
+        assert!(raw.contains(r"a\u009b31mb \u001b[0m é"), "{raw}");
+        let record = read_records(&book.path(id, 1)).expect("records").next().expect("one");
+        assert_eq!(record.message, "a\u{9b}31mb \u{1b}[0m é");
     }
 }

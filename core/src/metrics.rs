@@ -20,8 +20,10 @@
 //! - DORA, per environment and overall, over the window: *deployment frequency* = succeeded per
 //!   day; *change failure rate* = failed ÷ (succeeded + failed); *time to restore* = from the
 //!   first failure after a success (or the first ever) to the next success on the same
-//!   environment, mean over the failure episodes that started in the window and were restored;
-//!   *lead time* = submission to success, mean over succeeded ones.
+//!   environment, mean over the failure episodes that started in the window and were restored
+//!   (from the finish times of two deployments: wall-clock times, clamped at zero);
+//!   *lead time* = submission to success, mean over succeeded ones: queue wait + duration, both
+//!   monotonic, so a wall-clock jump cannot bend it.
 
 use std::fmt;
 use std::str::FromStr;

@@ -210,6 +210,11 @@ async fn phase<T>(
     result
 }
 
+/// `1 file`, `2 files`.
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
 fn failed(reason: impl Into<String>) -> Outcome {
     Outcome::Failed { reason: reason.into(), retryable: true }
 }
@@ -223,6 +228,16 @@ fn step_failure(end: &StepEnd, what: &str) -> Outcome {
 
 async fn execute(job: &AttemptJob) -> Result<(), Outcome> {
     phase(job, Phase::Prepare, async {
+        if !job.artifact_path.is_file() {
+            return Err(Outcome::Failed {
+                reason: format!(
+                    "prepare: artifact {} ({}) is no longer stored (removed after storage.artifact_retention); submit it again",
+                    job.deployment.artifact.name,
+                    job.deployment.artifact.sha256.get(..12).unwrap_or_default()
+                ),
+                retryable: false,
+            });
+        }
         let (src, info, dest, limits) =
             (job.artifact_path.clone(), job.deployment.artifact.clone(), job.release_dir(), job.limits);
         let result = tokio::task::spawn_blocking(move || artifact::unpack(&src, &info, &dest, limits)).await;
@@ -233,10 +248,10 @@ async fn execute(job: &AttemptJob) -> Result<(), Outcome> {
                     LogEvent::Action,
                     Phase::Prepare,
                     &format!(
-                        "unpacked {} files, {} folders, {} links ({} bytes) into releases/{}",
-                        stats.files,
-                        stats.dirs,
-                        stats.links,
+                        "unpacked {}, {}, {} ({} bytes) into releases/{}",
+                        plural(stats.files, "file"),
+                        plural(stats.dirs, "folder"),
+                        plural(stats.links, "link"),
                         stats.bytes,
                         job.name()
                     ),
@@ -349,7 +364,7 @@ async fn verify(job: &AttemptJob) -> Result<(), Outcome> {
         }
         job.log(
             Level::Warn,
-            LogEvent::PhaseStarted,
+            LogEvent::Action,
             Phase::Verify,
             &format!("{} check(s) failing; retrying in 1s", still.len()),
         );

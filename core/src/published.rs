@@ -50,7 +50,11 @@ impl Published {
     /// An empty view.
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         let (events, _) = broadcast::channel(4096);
-        Self { state: RwLock::new(State { next_id: 1, ..State::default() }), events, clock }
+        // Event ids keep growing across restarts (a resuming client's `Last-Event-ID` from an
+        // earlier run is then older than every new event, and it gets a reset): they start at
+        // the start time in milliseconds × 1000.
+        let next_id = u64::try_from(clock.now().timestamp_millis()).unwrap_or(0).saturating_mul(1000).max(1);
+        Self { state: RwLock::new(State { next_id, ..State::default() }), events, clock }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, State> {
@@ -141,7 +145,11 @@ impl Published {
     pub fn events_since(&self, last_id: u64) -> Option<Vec<EventEnvelope>> {
         let state = self.read();
         let oldest = state.ring.front().map_or(state.next_id, |e| e.id);
-        if last_id + 1 < oldest && last_id + 1 < state.next_id {
+        if last_id >= state.next_id {
+            // An id this run never gave (a clock that went back between runs): start over.
+            return None;
+        }
+        if last_id.saturating_add(1) < oldest {
             return None;
         }
         Some(state.ring.iter().filter(|e| e.id > last_id).cloned().collect())

@@ -189,7 +189,7 @@ pub async fn submit(
     let submitted = handle
         .submit(SubmitRequest {
             environment,
-            artifact: ArtifactSource::Stored(artifact),
+            artifact,
             version,
             priority,
             params,
@@ -215,7 +215,11 @@ pub async fn submit(
     Ok(response)
 }
 
-type Submission = (String, ArtifactInfo, String, Priority, BTreeMap<String, String>);
+type Submission = (String, ArtifactSource, String, Priority, BTreeMap<String, String>);
+
+/// Artifacts up to this size are decoded in memory and handed to the core as bytes (it hashes
+/// them first and writes nothing for content it already holds); larger ones stream to disk.
+const IN_MEMORY: u64 = 1 << 20;
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
@@ -252,12 +256,22 @@ async fn json_submission(handle: &OrchestratorHandle, req: Request) -> Result<Su
     check_environment(handle, &body.environment)?;
     let source = B64Source::new(&bytes, body.artifact.content_base64);
     let name = body.artifact.name;
-    // Creating the upload file is file-system work too: keep it off the async workers.
-    let store = handle.clone();
-    let info = tokio::task::spawn_blocking(move || decode_into(&source, store.artifact_writer()?, limit, &name))
-        .await
-        .map_err(|e| ApiError::internal("base64 decode task", &e))??;
-    Ok((body.environment, info, body.version, body.priority, body.params))
+    let artifact = if decoded_len(&source)? <= IN_MEMORY {
+        let mut decoded = Vec::new();
+        decode_chunks(&source, limit, |chunk| {
+            decoded.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        ArtifactSource::Bytes { name, bytes: decoded }
+    } else {
+        // Creating the upload file is file-system work too: keep it off the async workers.
+        let store = handle.clone();
+        let info = tokio::task::spawn_blocking(move || decode_into(&source, store.artifact_writer()?, limit, &name))
+            .await
+            .map_err(|e| ApiError::internal("base64 decode task", &e))??;
+        ArtifactSource::Stored(info)
+    };
+    Ok((body.environment, artifact, body.version, body.priority, body.params))
 }
 
 /// The base64 text of a JSON submission: a slice of the body when JSON needed no unescaping (the
@@ -300,14 +314,8 @@ const CHUNK: usize = 64 * 1024;
 
 const B64_FIELD: &str = "artifact.content_base64";
 
-/// Checks the decoded size from the base64 length (413 before decoding), then decodes in
-/// chunks straight into the artifact store, so the decoded bytes are never all in memory.
-fn decode_into(
-    source: &B64Source,
-    mut writer: ArtifactWriter,
-    limit: u64,
-    name: &str,
-) -> Result<ArtifactInfo, ApiError> {
+/// The decoded size, from the base64 length alone (so a 413 comes before any decoding).
+fn decoded_len(source: &B64Source) -> Result<u64, ApiError> {
     let text = source.as_bytes();
     let padding = text.iter().rev().take(2).take_while(|&&b| b == b'=').count();
     let symbols = &text[..text.len() - padding];
@@ -317,10 +325,35 @@ fn decode_into(
     if symbols.len() % 4 == 1 {
         return Err(invalid_base64("the length is not a valid base64 length", None));
     }
-    let decoded_len = (symbols.len() as u64 / 4) * 3 + [0, 0, 1, 2][symbols.len() % 4];
-    if decoded_len > limit {
+    Ok((symbols.len() as u64 / 4) * 3 + [0, 0, 1, 2][symbols.len() % 4])
+}
+
+/// Checks the decoded size from the base64 length (413 before decoding), then decodes in
+/// chunks straight into the artifact store, so the decoded bytes are never all in memory.
+fn decode_into(
+    source: &B64Source,
+    mut writer: ArtifactWriter,
+    limit: u64,
+    name: &str,
+) -> Result<ArtifactInfo, ApiError> {
+    decode_chunks(source, limit, |chunk| {
+        writer.write(chunk).map_err(|e| ApiError::from(tds_core::Error::Artifact(e)))
+    })?;
+    writer.finish(name).map_err(|e| ApiError::from(tds_core::Error::Artifact(e)))
+}
+
+/// Decodes the base64 text chunk by chunk into `sink`, after the size check.
+fn decode_chunks(
+    source: &B64Source,
+    limit: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    if decoded_len(source)? > limit {
         return Err(ApiError::too_large(limit));
     }
+    let text = source.as_bytes();
+    let padding = text.iter().rev().take(2).take_while(|&&b| b == b'=').count();
+    let symbols = &text[..text.len() - padding];
     let mut out = vec![0u8; CHUNK / 4 * 3 + 3];
     let mut offset = 0;
     while offset < symbols.len() {
@@ -329,10 +362,10 @@ fn decode_into(
             base64::DecodeSliceError::DecodeError(d) => decode_error(&d, offset),
             base64::DecodeSliceError::OutputSliceTooSmall => invalid_base64("cannot decode", None),
         })?;
-        writer.write(&out[..n]).map_err(|e| ApiError::from(tds_core::Error::Artifact(e)))?;
+        sink(&out[..n])?;
         offset = end;
     }
-    writer.finish(name).map_err(|e| ApiError::from(tds_core::Error::Artifact(e)))
+    Ok(())
 }
 
 fn decode_error(e: &base64::DecodeError, base: usize) -> ApiError {
@@ -440,7 +473,7 @@ async fn raw_submission(handle: &OrchestratorHandle, req: Request) -> Result<Sub
         .await
         .map_err(|e| ApiError::internal("upload task", &e))?
         .map_err(|e| ApiError::from(tds_core::Error::Artifact(e)))?;
-    Ok((environment, info, version, priority, params))
+    Ok((environment, ArtifactSource::Stored(info), version, priority, params))
 }
 
 async fn write_chunk(writer: Option<ArtifactWriter>, chunk: Vec<u8>) -> Result<ArtifactWriter, ApiError> {

@@ -145,7 +145,7 @@ impl From<tds_core::Error> for ApiError {
             }
             E::NoRollbackTarget(_) => Self::new(StatusCode::CONFLICT, "no_rollback_target", message),
             E::ShuttingDown => Self::shutting_down(),
-            E::Store(_) | E::Io { .. } | E::Config(_) => Self::internal("core", &message),
+            E::Store(_) | E::Io { .. } | E::Config(_) | E::DataDirInUse { .. } => Self::internal("core", &message),
         }
     }
 }

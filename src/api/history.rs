@@ -45,6 +45,10 @@ pub struct HistoryParams {
     /// Created before (RFC 3339).
     #[param(value_type = Option<DateTime<Utc>>)]
     pub to: Option<String>,
+    /// Keyset paging: the items after this deployment id (pass the previous page's
+    /// `next_before`); unlike `offset`, never repeats or skips while deployments are added.
+    #[param(value_type = Option<String>, pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
+    pub before: Option<String>,
 }
 
 /// A page of history.
@@ -57,6 +61,9 @@ pub struct HistoryResponse {
     /// The page size that applied (after the cap).
     pub limit: u32,
     pub offset: u64,
+    /// The id to pass as `before` for the next page (absent on the last page).
+    #[schema(value_type = Option<String>)]
+    pub next_before: Option<String>,
 }
 
 /// Parses a non-negative integer parameter (at most `i64::MAX`, the store's bound), naming it
@@ -130,7 +137,14 @@ impl HistoryParams {
         {
             return Err(ApiError::invalid_parameter("from", "must not be after 'to'"));
         }
-        Ok(HistoryQuery { limit, offset, statuses, environment: self.environment.clone(), from, to })
+        let before =
+            match self.before.as_deref() {
+                None => None,
+                Some(t) => Some(t.trim().parse().map_err(|e: tds_core::model::IdParseError| {
+                    ApiError::invalid_parameter("before", e.to_string())
+                })?),
+            };
+        Ok(HistoryQuery { limit, offset, statuses, environment: self.environment.clone(), from, to, before })
     }
 }
 
@@ -148,6 +162,23 @@ pub async fn list(
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let query = params.to_query(&state)?;
+    if let Some(before) = query.before {
+        // An unknown cursor is a mistake to name, not an empty page.
+        state
+            .handle()
+            .deployment(before)
+            .await
+            .map_err(|_| ApiError::invalid_parameter("before", format!("no deployment with id {before}")))?;
+    }
     let page = state.handle().history(query).await?;
-    Ok(Json(HistoryResponse { items: page.items, total: page.total, limit: page.limit, offset: page.offset }))
+    let next_before = (page.limit > 0 && page.items.len() == page.limit as usize)
+        .then(|| page.items.last().map(|d| d.id.to_string()))
+        .flatten();
+    Ok(Json(HistoryResponse {
+        items: page.items,
+        total: page.total,
+        limit: page.limit,
+        offset: page.offset,
+        next_before,
+    }))
 }

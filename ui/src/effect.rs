@@ -70,6 +70,7 @@ pub async fn run(handle: &OrchestratorHandle, effect: Effect) -> Action {
                 environment: None,
                 from: None,
                 to: before,
+                before: None,
             };
             Action::HistoryPage(handle.history(query).await.map(Box::new).map_err(|e| e.to_string()))
         }

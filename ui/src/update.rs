@@ -356,11 +356,11 @@ fn patch_rows(state: &mut AppState, old: Option<&DeploymentView>, new: &Arc<Depl
     let was_listed = old.is_some_and(|d| listed(state, d));
     let is_listed = listed(state, new);
     let q = &mut state.queue;
-    if let Some(old) = old {
-        if !old.is_terminal() {
-            q.live -= 1;
-            q.running -= usize::from(old.status.holds_slot());
-        }
+    if let Some(old) = old
+        && !old.is_terminal()
+    {
+        q.live -= 1;
+        q.running -= usize::from(old.status.holds_slot());
     }
     if !new.is_terminal() {
         q.live += 1;

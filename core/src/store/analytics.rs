@@ -76,7 +76,7 @@ pub(super) fn window_figures(
         let mut stmt = tx
             .prepare_cached(
                 "SELECT environment, status, count(*), \
-                        total(CASE WHEN status = 'succeeded' THEN max(0, finished_at - created_at) END) \
+                        total(CASE WHEN status = 'succeeded' THEN coalesce(queue_wait_ms, 0) + coalesce(duration_ms, 0) END) \
                  FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 AND (?3 IS NULL OR environment = ?3) \
                  GROUP BY environment, +status",
             )

@@ -115,6 +115,9 @@ pub struct HistoryQuery {
     pub environment: Option<String>,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
+    /// Keyset paging: only deployments after this one in the order (older, or as old with a
+    /// smaller id). Pages taken this way neither repeat nor skip while deployments are added.
+    pub before: Option<DeploymentId>,
 }
 
 /// A page of results with the total that matched.
@@ -145,6 +148,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn releases(&self) -> Result<Vec<ReleaseRecord>, StoreError>;
     /// `PRAGMA integrity_check` or the equivalent: `Ok(())` when the store is sound.
     fn check_integrity(&self) -> Result<(), StoreError>;
+    /// The artifacts (sha256) that an unfinished deployment, or one created since `since`, uses.
+    fn artifacts_in_use(&self, since: DateTime<Utc>) -> Result<std::collections::HashSet<String>, StoreError>;
     /// Counts, retries and duration statistics over everything stored.
     fn figures(&self) -> Result<crate::metrics::StoreFigures, StoreError>;
     /// Figures of one analytics window; `now` ends attempts that are still running.

@@ -714,6 +714,11 @@ impl Store for SqliteStore {
             values.push(Value::Integer(to_ms(to)));
             clauses.push(format!("created_at < ?{}", values.len()));
         }
+        if let Some(before) = q.before {
+            values.push(Value::Text(before.to_string()));
+            let n = values.len();
+            clauses.push(format!("(created_at, id) < ((SELECT created_at FROM deployments WHERE id = ?{n}), ?{n})"));
+        }
         let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
         self.read(|c| {
             let total: i64 = c
@@ -822,6 +827,19 @@ impl Store for SqliteStore {
                 .collect()
             })
             .map_err(StoreError::sqlite("list releases"))
+        })
+    }
+
+    fn artifacts_in_use(
+        &self,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT DISTINCT artifact_sha256 FROM deployments WHERE finished_at IS NULL OR created_at >= ?1",
+            )
+            .and_then(|mut s| s.query_map([to_ms(since)], |r| r.get::<_, String>(0))?.collect())
+            .map_err(StoreError::sqlite("artifacts in use"))
         })
     }
 

@@ -19,7 +19,7 @@ pub fn render_confirm(confirm: &Confirm, body: Rect, frame: &mut Frame) {
         Confirm::Quit { running } => (
             " Quit ",
             format!(
-                "{running} deployment(s) running. Quitting stops the embedded orchestrator: they are rolled back and run again at the next start. Quit?"
+                "{running} deployment(s) running. Quitting stops the embedded orchestrator: they are interrupted, rolled back, and run again when tds next starts on this data folder. Quit?"
             ),
         ),
     };
