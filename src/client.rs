@@ -286,7 +286,8 @@ fn percent(v: &Value) -> String {
 fn describe_performance(p: &Value) -> String {
     let mut out = String::new();
     let ms = |v: &Value| v.as_f64().map_or_else(|| "-".to_owned(), human_ms);
-    let _ = writeln!(out, "window       {} .. {}  {}", text(&p["from"]), text(&p["to"]), text(&p["environment"]));
+    let scope = if p["environment"].is_null() { "all environments".to_owned() } else { text(&p["environment"]) };
+    let _ = writeln!(out, "window       {} .. {}  {scope}", text(&p["from"]), text(&p["to"]));
     let _ = writeln!(
         out,
         "deployments  {} submitted, {} finished: {} succeeded, {} failed, {} cancelled",

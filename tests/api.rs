@@ -344,6 +344,8 @@ async fn c13_api_contract() {
         (Some("application/json"), "{}", StatusCode::BAD_REQUEST, "missing_field"),
         (Some("application/json"), "{\"priority\":\"high\",\"x\":1}", StatusCode::BAD_REQUEST, "unknown_field"),
         (Some("application/json"), "{\"priority\":2}", StatusCode::BAD_REQUEST, "invalid_field"),
+        // serde fills a struct from an array of its fields; no client means that.
+        (Some("application/json"), "[\"high\"]", StatusCode::BAD_REQUEST, "invalid_json"),
         (Some("application/json"), "{\"priority\":\"CRITICAL\"}", StatusCode::OK, ""),
     ] {
         let (got, _, answer) = raw(&app, Method::PUT, &uri, content_type, Body::from(body)).await;
@@ -424,6 +426,11 @@ async fn c14_paging_edges() {
     assert_eq!(status, StatusCode::OK, "{p}");
     let (_, p) = page("environment=staging&from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00%2B02:00").await;
     assert_eq!(p["total"], 3, "{p}");
+    // An empty filter is no filter, for the environment as for the status.
+    for q in ["environment=", "status=", "environment=&status="] {
+        let (status, p) = page(q).await;
+        assert_eq!((status, p["total"].as_u64()), (StatusCode::OK, Some(3)), "{q}: {p}");
+    }
 
     // Paging one at a time while new deployments arrive: new ones come first, so a client that
     // shifts its offset by the number added sees exactly the older ones, in order, with no

@@ -326,6 +326,17 @@ impl TrendPeriod {
         }
     }
 
+    /// The end of the period `t` falls in (UTC; `t` itself when it is a boundary): the default
+    /// end of a trend, so that its buckets are whole minutes, hours or days and the last one
+    /// is the period in progress.
+    pub fn end_of(self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let step = self.delta().num_milliseconds();
+        let ms = t.timestamp_millis();
+        let exact = ms.rem_euclid(step) == 0 && t.timestamp_subsec_nanos().is_multiple_of(1_000_000);
+        let end = if exact { ms } else { (ms.div_euclid(step) + 1) * step };
+        DateTime::from_timestamp_millis(end).unwrap_or(t)
+    }
+
     /// Default window when `from` is not given: 60 minutes, 24 hours or 30 days.
     pub fn default_span(self) -> TimeDelta {
         match self {
@@ -578,6 +589,7 @@ impl OrchestratorHandle {
         to: Option<DateTime<Utc>>,
         environment: Option<String>,
     ) -> Result<Trends> {
+        let to = to.or_else(|| Some(period.end_of(self.now())));
         let window = self.window(from, to, environment, period.default_span())?;
         let step_ms = period.delta().num_milliseconds();
         let n = ((window.to - window.from).num_milliseconds() + step_ms - 1) / step_ms;
@@ -620,6 +632,17 @@ mod tests {
     fn rates_are_null_without_outcomes() {
         assert_eq!(rate(0, 0), None);
         assert_eq!(rate(3, 1), Some(0.75));
+    }
+
+    #[test]
+    fn the_default_end_of_a_trend_is_the_end_of_the_current_period() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let now = t("2026-12-03T10:41:07.123456789Z");
+        assert_eq!(TrendPeriod::Minute.end_of(now), t("2026-12-03T10:42:00Z"));
+        assert_eq!(TrendPeriod::Hour.end_of(now), t("2026-12-03T11:00:00Z"));
+        assert_eq!(TrendPeriod::Day.end_of(now), t("2026-12-04T00:00:00Z"));
+        assert_eq!(TrendPeriod::Hour.end_of(t("2026-12-03T11:00:00Z")), t("2026-12-03T11:00:00Z"));
+        assert_eq!(TrendPeriod::Hour.end_of(t("2026-12-03T11:00:00.000001Z")), t("2026-12-03T12:00:00Z"));
     }
 
     #[test]

@@ -127,7 +127,9 @@ impl HistoryParams {
             None => 0,
         };
         let statuses = self.status.as_deref().map(parse_statuses).transpose()?.unwrap_or_default();
-        if let Some(env) = &self.environment {
+        // An empty filter is no filter, as for `status=`.
+        let environment = self.environment.clone().filter(|e| !e.is_empty());
+        if let Some(env) = &environment {
             check_environment(state, env)?;
         }
         let from = self.from.as_deref().map(|t| parse_time("from", t)).transpose()?;
@@ -144,7 +146,7 @@ impl HistoryParams {
                     ApiError::invalid_parameter("before", e.to_string())
                 })?),
             };
-        Ok(HistoryQuery { limit, offset, statuses, environment: self.environment.clone(), from, to, before })
+        Ok(HistoryQuery { limit, offset, statuses, environment, from, to, before })
     }
 }
 

@@ -50,7 +50,8 @@ pub struct TrendParams {
     /// Window start (RFC 3339); default: 1 h, 24 h or 30 days before `to` for minute, hour, day.
     #[param(value_type = Option<DateTime<Utc>>)]
     pub from: Option<String>,
-    /// Window end (RFC 3339, exclusive); default now.
+    /// Window end (RFC 3339, exclusive); default: the end of the current minute, hour or day
+    /// (UTC), so that buckets are whole periods and the last one is the period in progress.
     #[param(value_type = Option<DateTime<Utc>>)]
     pub to: Option<String>,
     /// Only this environment.
@@ -71,6 +72,8 @@ fn window(
 ) -> Result<WindowParams, ApiError> {
     let from = from.map(|t| parse_time("from", t)).transpose()?;
     let to = to.map(|t| parse_time("to", t)).transpose()?;
+    // An empty filter is no filter, as for `status=` in history.
+    let environment = environment.filter(|e| !e.is_empty());
     if let Some(env) = environment {
         check_environment(state, env)?;
     }

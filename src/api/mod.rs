@@ -219,6 +219,16 @@ pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| error::json_error(&e))?;
     de.end().map_err(|e| error::syntax_error(&e))?;
+    // Every body of this API is an object; serde would also fill a struct from an array of
+    // its fields in order, which no client means.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "the request body must be a JSON object (`{...}`)",
+        ));
+    }
     Ok(value)
 }
 

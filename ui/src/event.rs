@@ -98,7 +98,8 @@ where
     let (tx, mut rx) = mpsc::unbounded_channel();
     // Subscribe before the snapshot: nothing committed in between is missed.
     let mut core = handle.subscribe();
-    let state = AppState::new(options.title.clone(), options.api.clone(), offset, handle.now());
+    let mut state = AppState::new(options.title.clone(), options.api.clone(), offset, handle.now());
+    state.max_running = handle.config().defaults.max_running;
     let mut d = Driver { state, handle: handle.clone(), tx, redraw: true };
     let size = terminal.size().map_err(backend_error)?;
     d.dispatch(Action::Resize { width: size.width, height: size.height });

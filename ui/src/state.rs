@@ -358,6 +358,8 @@ pub struct AppState {
     pub title: String,
     /// API address for the header, `None` shows "API off".
     pub api: Option<String>,
+    /// The global cap on running deployments (`defaults.max_running`), shown in the header.
+    pub max_running: Option<u32>,
     /// Local time offset for clocks (fixed at start; tests use UTC).
     pub offset: FixedOffset,
     /// Wall time of the last tick: the only clock the view knows.
@@ -387,6 +389,7 @@ impl AppState {
         Self {
             title: title.into(),
             api,
+            max_running: None,
             offset,
             now,
             area: Rect::default(),

@@ -1,5 +1,6 @@
-//! The header line: name and version, each environment's `running/limit` (highlighted when
-//! full, marked when down or paused), the API address, and the clock.
+//! The header line: name and version, the global `running/max_running` when that cap is set,
+//! each environment's `running/limit` (highlighted when full, marked when down or paused), the
+//! API address, and the clock.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -27,6 +28,17 @@ pub fn render(state: &AppState, area: Rect, frame: &mut Frame) {
 
     let mut spans = vec![Span::styled(title, Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED))];
     spans.push(Span::raw(" "));
+    if let Some(cap) = state.max_running {
+        let running: u32 = state.environments.iter().map(|e| e.running).sum();
+        let chip = format!("all {running}/{cap}");
+        let need = width(&chip) + 2;
+        if need <= budget {
+            let style = if running >= cap { theme::warn().add_modifier(Modifier::BOLD) } else { Style::new() };
+            spans.push(Span::styled(chip, style));
+            spans.push(Span::raw("  "));
+            budget -= need;
+        }
+    }
     let count = state.environments.len();
     for (i, env) in state.environments.iter().enumerate() {
         let mut chip = format!("{} {}/{}", truncate(&clean(&env.name), 14), env.running, env.max_concurrent);

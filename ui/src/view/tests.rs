@@ -87,6 +87,19 @@ fn busy_queue_with_limits_hit_and_an_unavailable_environment() {
     }
 }
 
+/// With a global cap (`defaults.max_running`) the header shows the running total against it.
+#[test]
+fn the_header_shows_the_global_cap_when_one_is_set() {
+    let mut s = busy(100, 30);
+    let first = text_of(draw(&s).backend().buffer()).lines().next().unwrap_or_default().to_owned();
+    assert!(!first.contains("all "), "no cap, no chip: {first}");
+    let running: u32 = s.environments.iter().map(|e| e.running).sum();
+    assert!(running > 0, "the fixture runs something");
+    s.max_running = Some(running + 2);
+    let first = text_of(draw(&s).backend().buffer()).lines().next().unwrap_or_default().to_owned();
+    assert!(first.contains(&format!("all {running}/{}", running + 2)), "{first}");
+}
+
 #[test]
 fn finished_deployments_with_a_failed_one_after_retries() {
     for (w, h) in SIZES {
