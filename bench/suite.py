@@ -605,6 +605,11 @@ QUERIES = [
     ("history, deep page (offset 90% in)", None),
     ("metrics", "/api/v1/deployments/metrics"),
     ("analytics performance (default window)", "/api/v1/deployments/analytics/performance"),
+    (
+        "analytics performance, 30 days (every row)",
+        "/api/v1/deployments/analytics/performance?from="
+        + (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ),
     ("trends duration per day", "/api/v1/deployments/analytics/trends?metric=duration&period=day"),
 ]
 

@@ -398,6 +398,47 @@ root = "{dir}/envs/web"
     assert_eq!(m.total, 3);
 }
 
+/// Migration to schema 2 fills the new rollups from the rows already stored: a window of whole
+/// hours, read from the rollups alone, gives the lead and busy times of the raw rows.
+#[test]
+fn migration_fills_the_rollups_from_a_first_schema_store() {
+    use tds_core::store::Store as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tds.db");
+    std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/store-v1.db"), &path).unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let (lead, busy, first, last): (i64, i64, i64, i64) = raw
+        .query_row(
+            "SELECT (SELECT CAST(total(coalesce(queue_wait_ms, 0) + coalesce(duration_ms, 0)) AS INTEGER) \
+                     FROM deployments WHERE status = 'succeeded'), \
+                    (SELECT CAST(total(coalesce(duration_ms, finished_at - started_at)) AS INTEGER) FROM attempts \
+                     WHERE started_at IS NOT NULL AND finished_at IS NOT NULL), \
+                    (SELECT min(created_at) FROM deployments), \
+                    (SELECT max(coalesce(finished_at, created_at)) FROM deployments)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    drop(raw);
+    assert!(lead > 0 && busy > 0, "the fixture has a success and finished attempts");
+    let store = tds_core::store::SqliteStore::open(&path).unwrap();
+    let hour = 3_600_000;
+    let at = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+    let window = tds_core::metrics::Window {
+        from: at((first / hour - 1) * hour),
+        to: at((last / hour + 2) * hour),
+        environment: None,
+    };
+    let w = store.window_figures(&window, chrono::Utc::now()).unwrap();
+    assert_eq!((w.succeeded, w.failed, w.cancelled), (1, 1, 1));
+    assert_eq!(w.lead_time_total_ms, lead as u64);
+    assert_eq!(w.busy_ms.iter().map(|(_, ms)| ms).sum::<u64>(), busy as u64);
+    drop(store);
+    let version: i64 =
+        rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, tds_core::store::SCHEMA_VERSION);
+}
+
 /// Writes `tests/data/store-v1.db` (run once with `--ignored` when the first schema was final).
 #[tokio::test]
 #[ignore = "generates the checked-in fixture"]

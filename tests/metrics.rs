@@ -311,6 +311,30 @@ proptest! {
         prop_assert_eq!(w.failed, finished("failed"));
         prop_assert_eq!(w.cancelled, finished("cancelled"));
         prop_assert_eq!(w.submitted, fixtures.iter().filter(|x| in_window(x.created)).count() as u64);
+        // Durations (nearest-rank percentiles), lead time, queue wait and busy time of the window:
+        // whole hours come from the rollups, the edges from raw rows, and they must add up.
+        let mut durations: Vec<u64> = fixtures.iter()
+            .filter(|x| matches!(x.status, "succeeded" | "failed") && x.finished.is_some_and(in_window))
+            .map(|x| ((x.finished.unwrap() - x.attempts[0].0) * 60_000) as u64)
+            .collect();
+        durations.sort_unstable();
+        let expect = tds_core::metrics::DurationStats::from_sorted(&durations);
+        prop_assert_eq!((w.duration.count, w.duration.p50_ms, w.duration.p95_ms), (expect.count, expect.p50_ms, expect.p95_ms));
+        prop_assert_eq!(w.duration.mean_ms.map(|m| (m * 1000.0).round()), expect.mean_ms.map(|m| (m * 1000.0).round()));
+        let lead: i64 = fixtures.iter().filter(|x| x.status == "succeeded" && x.finished.is_some_and(in_window))
+            .map(|x| (x.finished.unwrap() - x.created) * 60_000).sum();
+        prop_assert_eq!(w.lead_time_total_ms, lead as u64);
+        let waits: Vec<i64> = fixtures.iter().filter_map(|x| x.attempts.first().map(|(s, _)| (*s, s - x.created)))
+            .filter(|(s, _)| in_window(*s)).map(|(_, w)| w * 60_000).collect();
+        prop_assert_eq!(w.queue_wait_count, waits.len() as u64);
+        let mean = (!waits.is_empty()).then(|| waits.iter().sum::<i64>() as f64 / waits.len() as f64);
+        prop_assert_eq!(w.queue_wait_mean_ms.map(|m| (m * 1000.0).round()), mean.map(|m| (m * 1000.0).round()));
+        for name in envs {
+            let busy: i64 = fixtures.iter().filter(|x| x.env == name).flat_map(|x| x.attempts.iter())
+                .map(|(s, r)| ((s + r).min(from + len) - (*s).max(from)).max(0) * 60_000).sum();
+            let got = w.busy_ms.iter().find(|(e, _)| e == name).map_or(0, |(_, ms)| *ms);
+            prop_assert_eq!(got, busy as u64, "busy time of {}", name);
+        }
 
         // Trend buckets by hour and by day over the window (long windows use the rollups).
         for period in [TrendPeriod::Hour, TrendPeriod::Day] {

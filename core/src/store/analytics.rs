@@ -55,7 +55,37 @@ pub(super) fn figures(c: &Connection) -> Result<StoreFigures, StoreError> {
     Ok(out)
 }
 
-/// Everything the performance view needs for one window.
+/// The partial hours at the edges of `[from, to)` (read from raw rows) and the whole hours
+/// between them (`[first, end)` in hour numbers, read from the rollups; empty when none).
+fn split_hours(from: i64, to: i64) -> (Vec<(i64, i64)>, (i64, i64)) {
+    let first = from.div_euclid(HOUR) + i64::from(from.rem_euclid(HOUR) != 0);
+    let end = to.div_euclid(HOUR);
+    if first >= end {
+        return (vec![(from, to)], (0, 0));
+    }
+    let edges = [(from, first * HOUR), (end * HOUR, to)].into_iter().filter(|(a, b)| a < b).collect();
+    (edges, (first, end))
+}
+
+/// Per-environment sums, in a stable order.
+type PerEnv<T> = std::collections::BTreeMap<String, T>;
+
+/// Finished outcomes of one environment: counts, lead time, and the durations' count and sum.
+#[derive(Default)]
+struct Finished {
+    succeeded: u64,
+    failed: u64,
+    cancelled: u64,
+    lead: f64,
+    timed: u64,
+    duration_sum: f64,
+}
+
+/// Everything the performance view needs for one window. Whole hours come from the hourly
+/// rollups the triggers keep exact, the partial hours at the window's edges from raw rows, so the
+/// cost depends on the number of hours and the rows of two of them, not on the rows in the window.
+/// Duration percentiles walk the duration index when the window holds a large share of all
+/// durations, and sort the window's own otherwise. The figures are exact either way.
 pub(super) fn window_figures(
     c: &Connection,
     w: &Window,
@@ -64,6 +94,7 @@ pub(super) fn window_figures(
     let tx = c.unchecked_transaction().map_err(err("begin read"))?;
     let (from, to, now) = (to_ms(w.from), to_ms(w.to), to_ms(now));
     let env = w.environment.as_deref();
+    let (edges, (first_hour, end_hour)) = split_hours(from, to);
     let mut out = WindowFigures { submitted: 0, ..WindowFigures::default() };
     out.submitted = tx
         .prepare_cached(
@@ -72,46 +103,136 @@ pub(super) fn window_figures(
         .and_then(|mut s| s.query_row(params![from, to, env], |r| r.get::<_, i64>(0)))
         .map_err(err("count submitted"))? as u64;
 
-    {
+    // Outcomes, lead time and the durations' count and sum, per environment.
+    let mut finished: PerEnv<Finished> = PerEnv::new();
+    let mut add_finished = |row: &rusqlite::Row<'_>| -> rusqlite::Result<()> {
+        let f = finished.entry(row.get(0)?).or_default();
+        f.succeeded += row.get::<_, f64>(1)? as u64;
+        f.failed += row.get::<_, f64>(2)? as u64;
+        f.cancelled += row.get::<_, f64>(3)? as u64;
+        f.lead += row.get::<_, f64>(4)?;
+        f.timed += row.get::<_, f64>(5)? as u64;
+        f.duration_sum += row.get::<_, f64>(6)?;
+        Ok(())
+    };
+    if first_hour < end_hour {
         let mut stmt = tx
             .prepare_cached(
-                "SELECT environment, status, count(*), \
-                        total(CASE WHEN status = 'succeeded' THEN coalesce(queue_wait_ms, 0) + coalesce(duration_ms, 0) END) \
-                 FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 AND (?3 IS NULL OR environment = ?3) \
-                 GROUP BY environment, +status",
+                "SELECT environment, total(succeeded), total(failed), total(cancelled), total(lead_sum), total(timed), \
+                        total(duration_sum) \
+                 FROM finished_hours WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR environment = ?3) GROUP BY 1",
             )
-            .map_err(err("count finished"))?;
-        let mut rows = stmt.query(params![from, to, env]).map_err(err("count finished"))?;
-        while let Some(row) = rows.next().map_err(err("count finished"))? {
-            let environment: String = row.get(0).map_err(err("count finished"))?;
-            let status: String = row.get(1).map_err(err("count finished"))?;
-            let n = row.get::<_, i64>(2).map_err(err("count finished"))? as u64;
-            let lead = row.get::<_, f64>(3).map_err(err("lead time"))? as u64;
-            let index = if let Some(i) = out.per_environment.iter().position(|(e, _)| *e == environment) {
-                i
-            } else {
-                out.per_environment.push((environment, Outcomes::default()));
-                out.per_environment.len() - 1
-            };
-            let entry = &mut out.per_environment[index].1;
-            match status.as_str() {
-                "succeeded" => {
-                    out.succeeded += n;
-                    out.lead_time_total_ms += lead;
-                    entry.succeeded += n;
-                    entry.lead_time_total_ms += lead;
-                }
-                "failed" => {
-                    out.failed += n;
-                    entry.failed += n;
-                }
-                "cancelled" => out.cancelled += n,
-                _ => {}
-            }
+            .map_err(err("finished rollup"))?;
+        let mut rows = stmt.query(params![first_hour, end_hour, env]).map_err(err("finished rollup"))?;
+        while let Some(row) = rows.next().map_err(err("finished rollup"))? {
+            add_finished(row).map_err(err("finished rollup"))?;
         }
     }
+    for &(a, b) in &edges {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT environment, total(status = 'succeeded'), total(status = 'failed'), total(status = 'cancelled'), \
+                        total(CASE WHEN status = 'succeeded' THEN coalesce(queue_wait_ms, 0) + coalesce(duration_ms, 0) END), \
+                        total(status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL), \
+                        total(CASE WHEN status IN ('succeeded', 'failed') THEN duration_ms END) \
+                 FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 AND (?3 IS NULL OR environment = ?3) \
+                 GROUP BY 1",
+            )
+            .map_err(err("count finished"))?;
+        let mut rows = stmt.query(params![a, b, env]).map_err(err("count finished"))?;
+        while let Some(row) = rows.next().map_err(err("count finished"))? {
+            add_finished(row).map_err(err("count finished"))?;
+        }
+    }
+    let (mut timed, mut duration_sum) = (0u64, 0f64);
+    for (environment, f) in finished {
+        out.succeeded += f.succeeded;
+        out.failed += f.failed;
+        out.cancelled += f.cancelled;
+        out.lead_time_total_ms += f.lead as u64;
+        timed += f.timed;
+        duration_sum += f.duration_sum;
+        if f.succeeded + f.failed > 0 {
+            let outcomes = Outcomes { succeeded: f.succeeded, failed: f.failed, lead_time_total_ms: f.lead as u64 };
+            out.per_environment.push((environment, outcomes));
+        }
+    }
+    out.duration = window_durations(&tx, from, to, env, timed, duration_sum)?;
 
-    let durations: Vec<u64> = tx
+    // Queue wait of the deployments started in the window.
+    let (mut waits, mut wait_sum) = (0u64, 0f64);
+    let mut sums = |sql: &str, a: i64, b: i64, op: &'static str| -> Result<(), StoreError> {
+        let (n, sum) = tx
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_row(params![a, b, env], |r| Ok((r.get::<_, f64>(0)?, r.get::<_, f64>(1)?))))
+            .map_err(err(op))?;
+        waits += n as u64;
+        wait_sum += sum;
+        Ok(())
+    };
+    if first_hour < end_hour {
+        sums(
+            "SELECT total(waited), total(wait_sum) FROM started_hours \
+             WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR environment = ?3)",
+            first_hour,
+            end_hour,
+            "queue wait rollup",
+        )?;
+    }
+    for &(a, b) in &edges {
+        sums(
+            "SELECT total(queue_wait_ms IS NOT NULL), total(queue_wait_ms) FROM deployments \
+             WHERE started_at >= ?1 AND started_at < ?2 AND (?3 IS NULL OR environment = ?3)",
+            a,
+            b,
+            "queue wait",
+        )?;
+    }
+    out.queue_wait_count = waits;
+    out.queue_wait_mean_ms = (waits > 0).then(|| wait_sum / waits as f64);
+
+    out.busy_ms = busy(&tx, from, to, now, env, &edges, (first_hour, end_hour))?;
+    out.restores = restores(&tx, from, to, env)?;
+    Ok(out)
+}
+
+/// Count, mean and nearest-rank percentiles of the durations of the window's finished
+/// non-cancelled deployments, given their count and sum.
+fn window_durations(
+    c: &Connection,
+    from: i64,
+    to: i64,
+    env: Option<&str>,
+    timed: u64,
+    sum: f64,
+) -> Result<DurationStats, StoreError> {
+    let mean_ms = (timed > 0).then(|| sum / timed as f64);
+    if timed == 0 {
+        return Ok(DurationStats { count: 0, mean_ms, p50_ms: None, p95_ms: None });
+    }
+    let all: i64 = c
+        .prepare_cached("SELECT total(timed) FROM status_totals WHERE status IN ('succeeded', 'failed')")
+        .and_then(|mut s| s.query_row([], |r| r.get::<_, f64>(0)))
+        .map_err(err("duration totals"))? as i64;
+    if (timed as i64).saturating_mul(4) >= all {
+        // A large share: walk the duration index from its nearer end, skipping the rows outside
+        // the window (at most about half the index for the median, a twentieth for p95).
+        let at = |p: f64| -> Result<Option<u64>, StoreError> {
+            let Some(index) = percentile_index(timed, p) else { return Ok(None) };
+            let (order, offset) = if index <= timed / 2 { ("ASC", index) } else { ("DESC", timed - 1 - index) };
+            c.prepare_cached(&format!(
+                "SELECT duration_ms FROM deployments INDEXED BY deployments_by_duration \
+                 WHERE status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL \
+                   AND finished_at >= ?1 AND finished_at < ?2 AND (?3 IS NULL OR environment = ?3) \
+                 ORDER BY duration_ms {order} LIMIT 1 OFFSET ?4"
+            ))
+            .and_then(|mut s| s.query_row(params![from, to, env, offset as i64], |r| r.get::<_, i64>(0)).optional())
+            .map(|v| v.map(|v| v.max(0) as u64))
+            .map_err(err("window duration percentile"))
+        };
+        return Ok(DurationStats { count: timed, mean_ms, p50_ms: at(50.0)?, p95_ms: at(95.0)? });
+    }
+    let durations: Vec<u64> = c
         .prepare_cached(
             "SELECT duration_ms FROM deployments WHERE finished_at >= ?1 AND finished_at < ?2 \
              AND +status IN ('succeeded', 'failed') AND duration_ms IS NOT NULL AND (?3 IS NULL OR environment = ?3) \
@@ -124,41 +245,92 @@ pub(super) fn window_figures(
         .into_iter()
         .map(|v| v.max(0) as u64)
         .collect();
-    out.duration = DurationStats::from_sorted(&durations);
+    let sorted = DurationStats::from_sorted(&durations);
+    Ok(DurationStats { mean_ms, ..sorted })
+}
 
-    let (waits, wait_mean): (i64, Option<f64>) = tx
-        .prepare_cached(
-            "SELECT count(queue_wait_ms), avg(queue_wait_ms) FROM deployments \
-             WHERE started_at >= ?1 AND started_at < ?2 AND (?3 IS NULL OR environment = ?3)",
-        )
-        .and_then(|mut s| s.query_row(params![from, to, env], |r| Ok((r.get(0)?, r.get(1)?))))
-        .map_err(err("queue wait"))?;
-    out.queue_wait_count = waits as u64;
-    out.queue_wait_mean_ms = wait_mean;
-
-    // Busy time: each attempt from its start for its (monotonic) run time, clipped to the
-    // window; running attempts until now. Two index-friendly halves: finished and running.
-    out.busy_ms = tx
-        .prepare_cached(
-            "SELECT environment, total(busy) FROM ( \
-               SELECT environment, \
-                      max(0, min(started_at + coalesce(duration_ms, max(0, finished_at - started_at)), ?2) - max(started_at, ?1)) AS busy \
-               FROM attempts INDEXED BY attempts_by_finished \
-               WHERE finished_at >= ?1 AND started_at IS NOT NULL AND started_at < ?2 \
-             UNION ALL \
-               SELECT environment, max(0, min(?4, ?2) - max(started_at, ?1)) \
-               FROM attempts INDEXED BY attempts_by_finished \
-               WHERE finished_at IS NULL AND started_at IS NOT NULL AND started_at < ?2 \
-             ) WHERE (?3 IS NULL OR environment = ?3) GROUP BY environment",
-        )
-        .and_then(|mut s| {
-            s.query_map(params![from, to, env, now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)? as u64)))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(err("busy time"))?;
-
-    out.restores = restores(&tx, from, to, env)?;
-    Ok(out)
+/// Busy slot-milliseconds per environment: each attempt from its start for its (monotonic) run
+/// time, clipped to `[from, to)`; attempts still running count until `now`.
+///
+/// Exact without reading every attempt of the window: the run times of the attempts that
+/// started in its whole hours come from `attempt_hours`, those that started in its partial
+/// hours from raw rows; then the parts outside the window are taken off and added: attempts
+/// that started before `from` and ran into it, and attempts that started in it and ran past
+/// `to`. Both kinds started at most the longest run time before the edge (`max_run`, an upper
+/// bound kept by the triggers), which bounds the rows read.
+fn busy(
+    c: &Connection,
+    from: i64,
+    to: i64,
+    now: i64,
+    env: Option<&str>,
+    edges: &[(i64, i64)],
+    (first_hour, end_hour): (i64, i64),
+) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut busy: PerEnv<i64> = PerEnv::new();
+    let max_run: i64 = c
+        .prepare_cached("SELECT coalesce(max(max_run), 0) FROM attempt_hours")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(err("longest run"))?;
+    let mut add = |sql: &str, p: &[&dyn rusqlite::ToSql], op: &'static str| -> Result<(), StoreError> {
+        let mut stmt = c.prepare_cached(sql).map_err(err(op))?;
+        let mut rows = stmt.query(p).map_err(err(op))?;
+        while let Some(row) = rows.next().map_err(err(op))? {
+            let environment: String = row.get(0).map_err(err(op))?;
+            *busy.entry(environment).or_default() += row.get::<_, f64>(1).map_err(err(op))? as i64;
+        }
+        Ok(())
+    };
+    // Finished attempts that started in the window, whole run times.
+    if first_hour < end_hour {
+        add(
+            "SELECT environment, total(run_sum) FROM attempt_hours \
+             WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR environment = ?3) GROUP BY 1",
+            params![first_hour, end_hour, env],
+            "busy rollup",
+        )?;
+    }
+    for &(a, b) in edges {
+        add(
+            &format!(
+                "SELECT environment, total({RUN}) FROM attempts INDEXED BY attempts_by_started \
+                 WHERE started_at >= ?1 AND started_at < ?2 AND finished_at IS NOT NULL \
+                   AND (?3 IS NULL OR environment = ?3) GROUP BY 1"
+            ),
+            params![a, b, env],
+            "busy edges",
+        )?;
+    }
+    // Minus what those ran past `to`.
+    add(
+        &format!(
+            "SELECT environment, -total(max(0, started_at + {RUN} - ?2)) FROM attempts INDEXED BY attempts_by_started \
+             WHERE started_at >= max(?1, ?2 - ?4) AND started_at < ?2 AND finished_at IS NOT NULL \
+               AND (?3 IS NULL OR environment = ?3) GROUP BY 1"
+        ),
+        params![from, to, env, max_run],
+        "busy past the end",
+    )?;
+    // Plus the finished attempts that started before `from` and ran into the window.
+    add(
+        &format!(
+            "SELECT environment, total(max(0, min(started_at + {RUN}, ?2) - ?1)) FROM attempts INDEXED BY attempts_by_started \
+             WHERE started_at >= ?1 - ?4 AND started_at < ?1 AND finished_at IS NOT NULL \
+               AND (?3 IS NULL OR environment = ?3) GROUP BY 1"
+        ),
+        params![from, to, env, max_run],
+        "busy before the start",
+    )?;
+    // Plus the attempts still running, until `now`.
+    add(
+        "SELECT environment, total(max(0, min(?4, ?2) - max(started_at, ?1))) \
+         FROM attempts INDEXED BY attempts_by_finished \
+         WHERE finished_at IS NULL AND started_at IS NOT NULL AND started_at < ?2 \
+           AND (?3 IS NULL OR environment = ?3) GROUP BY 1",
+        params![from, to, env, now],
+        "busy running",
+    )?;
+    Ok(busy.into_iter().filter(|(_, ms)| *ms > 0).map(|(e, ms)| (e, ms as u64)).collect())
 }
 
 /// Restore times of the failure episodes that started in the window: a failure whose previous
@@ -183,10 +355,14 @@ fn restores(c: &Connection, from: i64, to: i64, env: Option<&str>) -> Result<Vec
         .map_err(err("restore episodes"))?;
     let mut rows = stmt.query(params![from, to, env]).map_err(err("restore episodes"))?;
     while let Some(row) = rows.next().map_err(err("restore episodes"))? {
-        let environment: String = row.get(0).map_err(err("restore episodes"))?;
+        let environment = row.get_ref(0).map_err(err("restore episodes"))?.as_str().unwrap_or_default();
         let failed = row.get_ref(1).map_err(err("restore episodes"))?.as_str().is_ok_and(|s| s == "failed");
         let at: i64 = row.get(2).map_err(err("restore episodes"))?;
-        let state = states.entry(environment.clone()).or_default();
+        // One allocation per environment, not per row.
+        if !states.contains_key(environment) {
+            states.insert(environment.to_owned(), State::default());
+        }
+        let Some(state) = states.get_mut(environment) else { continue };
         if !state.seen {
             state.seen = true;
             state.last_failed = c
@@ -204,7 +380,7 @@ fn restores(c: &Connection, from: i64, to: i64, env: Option<&str>) -> Result<Vec
                 state.open = Some(at);
             }
         } else if let Some(started) = state.open.take() {
-            out.push((environment, (at - started).max(0) as u64));
+            out.push((environment.to_owned(), (at - started).max(0) as u64));
         }
         state.last_failed = failed;
     }
@@ -223,6 +399,9 @@ fn restores(c: &Connection, from: i64, to: i64, env: Option<&str>) -> Result<Vec
     }
     Ok(out)
 }
+
+/// The run time of a finished attempt (monotonic when recorded, else from its wall times).
+const RUN: &str = "coalesce(duration_ms, max(0, finished_at - started_at))";
 
 /// Hour length in milliseconds; rollup tables are keyed by `ms / HOUR`.
 const HOUR: i64 = 3_600_000;
