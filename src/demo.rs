@@ -1,7 +1,8 @@
 //! `tds --demo`: a self-contained show of every pane with real work. It makes a scratch folder
 //! with three environments (`dev` limit 3, `staging` limit 2 with a flaky probe, `perf` limit 1),
 //! builds real tar.gz artifacts (an `index.html` and an `install.sh` that takes a few seconds
-//! and sometimes fails), and keeps submitting a mix of priorities.
+//! and sometimes fails), and keeps submitting a mix of priorities. Random failures are
+//! repaired by a retry; every ninth build is broken and ends `failed`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Submissions stop while this many deployments wait, so the demo never floods.
 const MAX_WAITING: usize = 14;
+
+/// Every `BROKEN_EVERY`-th build (the second one first) is broken: its install always fails, so
+/// it uses up its retries and ends `failed` within the first minute of every run, beside the
+/// random failures that a retry repairs.
+const BROKEN_EVERY: u32 = 9;
 
 /// The install script shipped in every demo artifact: a few seconds of output, then success or
 /// (with probability `FAIL_PERCENT`) failure.
@@ -161,7 +167,13 @@ async fn submit_one(handle: &OrchestratorHandle, dice: &mut Dice, n: u32) -> any
         _ => Priority::Low,
     };
     let version = format!("1.{}.{}", n / 10, n % 10);
-    let fail = if environment == "perf" { "45" } else { "25" };
+    let fail = if n % BROKEN_EVERY == 2 {
+        "100"
+    } else if environment == "perf" {
+        "45"
+    } else {
+        "25"
+    };
     let params = BTreeMap::from([("FAIL_PERCENT".to_owned(), fail.to_owned())]);
     handle
         .submit(SubmitRequest {

@@ -9,6 +9,7 @@ mod api;
 mod archive;
 mod binary;
 mod common;
+mod demo;
 mod engine;
 mod faults;
 mod metrics;

@@ -275,3 +275,19 @@ fn closing_stdout_after_the_listening_line_does_not_kill_the_server() {
     }
     assert!(died.is_empty(), "tds --serve died after its stdout was closed: {died:?}");
 }
+
+/// The README runs `tds --serve --config assets/example.toml`: the shipped example (every key
+/// with its default) and the built-in default must both pass `check-config` as they are.
+#[test]
+fn shipped_configs_pass_check_config() {
+    for file in ["assets/example.toml", "assets/default.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tds"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["check-config", "--config", file])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{file}: {text}");
+        assert!(text.contains("environment"), "{file}: check-config says what it found: {text}");
+    }
+}
