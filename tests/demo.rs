@@ -41,20 +41,24 @@ async fn demo_shows_every_kind_of_work_within_a_minute() {
                 .is_ok_and(|text| text.lines().any(|l| l.contains(&format!("\"event\":\"{event}\""))))
         })
     };
-    wait_for(Duration::from_secs(75), "the demo to show running, succeeded, retried, rolled back and failed work", || {
-        let snapshot = handle.snapshot();
-        let mut seen = seen.lock().unwrap();
-        for d in &snapshot.deployments {
-            seen.running |= d.status == StatusKind::Running;
-            seen.succeeded |= d.status == StatusKind::Succeeded;
-            seen.retried |= d.attempt > 1;
-            seen.failed |= d.status == StatusKind::Failed;
-            if !seen.rolled_back && d.attempt > 1 {
-                seen.rolled_back = log_has(&handle, d, "rolled_back");
+    wait_for(
+        Duration::from_secs(75),
+        "the demo to show running, succeeded, retried, rolled back and failed work",
+        || {
+            let snapshot = handle.snapshot();
+            let mut seen = seen.lock().unwrap();
+            for d in &snapshot.deployments {
+                seen.running |= d.status == StatusKind::Running;
+                seen.succeeded |= d.status == StatusKind::Succeeded;
+                seen.retried |= d.attempt > 1;
+                seen.failed |= d.status == StatusKind::Failed;
+                if !seen.rolled_back && d.attempt > 1 {
+                    seen.rolled_back = log_has(&handle, d, "rolled_back");
+                }
             }
-        }
-        std::future::ready(seen.all().then_some(()))
-    })
+            std::future::ready(seen.all().then_some(()))
+        },
+    )
     .await;
 
     // A succeeded deployment put its real files under its environment's `current/`.
