@@ -207,7 +207,7 @@ pub struct AnalyticsArgs {
     )]
     pub metric: String,
     /// Trend bucket.
-    #[arg(long, default_value = "hour", value_parser = ["hour", "day"])]
+    #[arg(long, default_value = "hour", value_parser = ["minute", "hour", "day"])]
     pub period: String,
     #[command(flatten)]
     pub client: ClientArgs,

@@ -408,7 +408,9 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<u8> {
     let c = Client::new(&args.client)?;
     let path = &args.artifact;
     let file = tokio::fs::File::open(path).await.with_context(|| format!("cannot open {}", path.display()))?;
-    let size = file.metadata().await?.len();
+    let meta = file.metadata().await.with_context(|| format!("cannot read {}", path.display()))?;
+    anyhow::ensure!(meta.is_file(), "{} is not a file (an artifact is one archive or file)", path.display());
+    let size = meta.len();
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

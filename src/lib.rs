@@ -185,6 +185,7 @@ async fn orchestrate(cli: Cli) -> anyhow::Result<ExitCode> {
         let options = tds_ui::UiOptions {
             api: api.as_ref().map(|(addr, _)| addr.to_string()),
             title: if cli.demo { "tds demo".into() } else { format!("tds {}", env!("CARGO_PKG_VERSION")) },
+            ephemeral: cli.demo,
             shutdown: signals.clone(),
         };
         tds_ui::run(handle.clone(), options).await.context("dashboard failed")?;

@@ -346,6 +346,13 @@ async fn c13_api_contract() {
         (Some("application/json"), "{\"priority\":2}", StatusCode::BAD_REQUEST, "invalid_field"),
         // serde fills a struct from an array of its fields; no client means that.
         (Some("application/json"), "[\"high\"]", StatusCode::BAD_REQUEST, "invalid_json"),
+        (Some("application/json"), "null", StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            Some("application/json"),
+            "{\"priority\":\"high\",\"priority\":\"low\"}",
+            StatusCode::BAD_REQUEST,
+            "duplicate_field",
+        ),
         (Some("application/json"), "{\"priority\":\"CRITICAL\"}", StatusCode::OK, ""),
     ] {
         let (got, _, answer) = raw(&app, Method::PUT, &uri, content_type, Body::from(body)).await;
@@ -360,12 +367,31 @@ async fn c13_api_contract() {
         (Some("text/plain"), "x", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         (None, "x", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         (Some("application/json"), "", StatusCode::BAD_REQUEST, "invalid_json"),
-        (Some("application/json; charset=utf-8"), "[]", StatusCode::BAD_REQUEST, "invalid_field"),
+        (Some("application/json; charset=utf-8"), "[]", StatusCode::BAD_REQUEST, "invalid_json"),
+        (Some("application/json"), " \"str\"", StatusCode::BAD_REQUEST, "invalid_json"),
+        (
+            Some("application/json"),
+            "{\"environment\":\"staging\",\"artifact\":[]}",
+            StatusCode::BAD_REQUEST,
+            "invalid_field",
+        ),
     ] {
         let (got, _, answer) = raw(&app, Method::POST, "/api/v1/deployments", content_type, Body::from(body)).await;
         assert_eq!(got, status, "{body}: {answer}");
         assert_envelope(&answer, code);
+        // The message speaks JSON, not the server's Rust types.
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(!message.contains("struct"), "{body}: {message}");
     }
+    let (_, _, answer) = raw(
+        &app,
+        Method::PUT,
+        &uri,
+        Some("application/json"),
+        Body::from("{\"priority\":\"high\",\"priority\":\"low\"}"),
+    )
+    .await;
+    assert_eq!(answer["error"]["details"]["field"], "priority", "{answer}");
 }
 
 /// C14: paging and filter edges never give a 500, bad numbers give a 400 naming the parameter,
@@ -686,6 +712,16 @@ async fn cancel_retry_priority_rollback_and_their_conflicts() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert_eq!(body["error"]["details"]["parameter"], "id");
     }
+    // An id beyond the 128 bits of a ULID is not an alias of a real one (the parser dropped the
+    // high bits: `8…` read as `0…` cancelled someone else's deployment); any case still works.
+    let alias = format!("8{}", &running[1..]);
+    let (status, body) = call(&app, Method::GET, &format!("/api/v1/deployments/{alias}/status"), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{alias}: {body}");
+    assert_eq!(body["error"]["details"]["parameter"], "id");
+    let (status, body) =
+        call(&app, Method::GET, &format!("/api/v1/deployments/{}/status", running.to_lowercase()), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["id"], running.as_str());
 
     // Manual rollback of the second of two successes goes back to the first.
     let v1 = submit_ok(&app, &submission("staging", "1", &site("1"))).await;
@@ -696,6 +732,11 @@ async fn cancel_retry_priority_rollback_and_their_conflicts() {
     assert_eq!(status, StatusCode::OK, "{r}");
     assert_eq!(r["action"], "switched");
     assert!(r["current_release"].as_str().is_some_and(|n| n.starts_with(&v1)), "{r}");
+    // The rollback is on the deployment's timeline, not only in its log.
+    let (_, detail) = call(&app, Method::GET, &format!("/api/v1/deployments/{v2}"), None).await;
+    let last = detail["transitions"].as_array().and_then(|t| t.last()).cloned().unwrap_or_default();
+    assert_eq!(last["status"], "succeeded", "{detail}");
+    assert!(last["message"].as_str().is_some_and(|m| m.starts_with("manual rollback")), "{detail}");
 }
 
 #[tokio::test]

@@ -364,7 +364,8 @@ async fn corrupt_store_refuses_to_start() {
     let db = dir.path().join("data").join("tds.db");
     std::fs::create_dir_all(db.parent().unwrap()).unwrap();
     std::fs::write(&db, vec![0x5a; 64 * 1024]).unwrap();
-    let config = tds_core::Config::parse(&crate::common::config_text(dir.path(), ""), dir.path()).unwrap();
+    let env = "[[environments]]\nname = \"web\"\nroot = \"{dir}/envs/web\"\n";
+    let config = tds_core::Config::parse(&crate::common::config_text(dir.path(), env), dir.path()).unwrap();
     let err = tds_core::OrchestratorHandle::start(config, StartOptions::default()).await.unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("cannot be used") && msg.contains("refuses to start"), "{msg}");

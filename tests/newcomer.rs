@@ -291,3 +291,33 @@ fn shipped_configs_pass_check_config() {
         assert!(text.contains("environment"), "{file}: check-config says what it found: {text}");
     }
 }
+
+/// Found by the second newcomer session: `tds submit --artifact <a folder>` failed with "error
+/// sending request"; it is a local mistake, said before any connection is tried.
+#[test]
+fn submitting_a_folder_is_refused_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tds"))
+        .args(["submit", "--env", "fast", "--artifact"])
+        .arg(dir.path())
+        .args(["--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is not a file"), "{stderr}");
+    assert!(!stderr.contains("request"), "no connection was tried: {stderr}");
+}
+
+/// Found by the second newcomer session: a config without environments passed `check-config`
+/// and `--serve` started with nothing to deploy to.
+#[test]
+fn an_empty_config_is_refused_by_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("empty.toml");
+    std::fs::write(&file, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tds")).args(["check-config", "--config"]).arg(&file).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("no environment is configured"), "{text}");
+}

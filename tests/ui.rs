@@ -33,8 +33,12 @@ impl Ui {
         let (backend, screen) = SharedBackend::new(width, height);
         let (keys, events) = unbounded();
         let shutdown = CancellationToken::new();
-        let options =
-            UiOptions { api: Some("127.0.0.1:7878".into()), title: "tds test".into(), shutdown: shutdown.clone() };
+        let options = UiOptions {
+            api: Some("127.0.0.1:7878".into()),
+            title: "tds test".into(),
+            ephemeral: false,
+            shutdown: shutdown.clone(),
+        };
         let handle = handle.clone();
         let utc = FixedOffset::east_opt(0).expect("utc");
         let task = tokio::spawn(async move {
@@ -261,7 +265,12 @@ async fn quit_asks_while_deployments_run_and_ctrl_c_quits_at_once() {
     let ui = Ui::start(&h.handle, 100, 30);
     ui.see("running").await;
     ui.keys("q");
-    ui.see("1 deployment(s) running").await;
+    ui.see("1 deployment is running").await;
+    // The question counts live: a second one starting while it is shown is counted.
+    h.handle.set_limit("web", 2).await.expect("limit");
+    let e = h.submit("web", "site.tar.gz", site("1.0.1"), "1.0.1").await;
+    h.wait_status(e.id, StatusKind::Running, WAIT).await;
+    ui.see("2 deployments are running").await;
     ui.keys("n");
     ui.keys("?");
     ui.see("Help").await;

@@ -720,6 +720,12 @@ impl Resolver<'_, '_> {
             );
         }
 
+        if raw.environments.is_empty() {
+            self.error(
+                &key(&[&"environments"]),
+                "no environment is configured: add at least one [[environments]] table with a `name` and a `root`",
+            );
+        }
         let mut environments = Vec::new();
         let mut names = BTreeSet::new();
         for (i, e) in raw.environments.iter().enumerate() {
@@ -874,6 +880,16 @@ max_concurrent = 0
             assert!(shown.iter().any(|s| s.starts_with(e)), "missing {e:?} in {shown:#?}");
         }
         assert_eq!(shown.len(), expect.len(), "{shown:#?}");
+    }
+
+    #[test]
+    fn a_config_without_environments_is_refused() {
+        for text in ["", "[server]\nlisten = \"127.0.0.1:7878\"\n"] {
+            let errors = parse(text).expect_err("no environments").0;
+            let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            assert_eq!(shown.len(), 1, "{shown:#?}");
+            assert!(shown[0].contains("environments: no environment is configured"), "{shown:#?}");
+        }
     }
 
     #[test]

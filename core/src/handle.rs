@@ -574,6 +574,16 @@ impl OrchestratorHandle {
             view.attempt,
             &Entry::event(Level::Warn, LogEvent::RolledBack, None, &message),
         );
+        // The deployment stays `succeeded` (it did succeed); its timeline says it was withdrawn.
+        let transition = TransitionRecord {
+            deployment_id: id,
+            attempt: view.attempt,
+            at: self.now(),
+            status: StatusKind::Succeeded,
+            phase: None,
+            message: Some(message),
+        };
+        self.inner.shared.persist.commit(vec![Write::Transition(transition)], Vec::new()).await?;
         Ok((view, restored))
     }
 

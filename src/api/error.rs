@@ -185,13 +185,19 @@ pub fn json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> ApiErr
             let path = err.path().to_string();
             let path = if path == "." { String::new() } else { path };
             let text = inner.to_string();
-            let text = text.split(" at line ").next().unwrap_or(&text).to_owned();
+            let mut text = text.split(" at line ").next().unwrap_or(&text).to_owned();
+            // serde names our Rust types ("expected struct ArtifactBody"); the client wrote JSON.
+            if let Some(at) = text.find("expected struct ") {
+                text.replace_range(at.., "expected a JSON object");
+            }
+            let within = |name: &str| if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
             let (code, field) = if text.starts_with("unknown field") {
                 // The path already ends with the unknown key.
                 ("unknown_field", path)
             } else if let Some(name) = text.strip_prefix("missing field `").and_then(|t| t.split('`').next()) {
-                let field = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
-                ("missing_field", field)
+                ("missing_field", within(name))
+            } else if let Some(name) = text.strip_prefix("duplicate field `").and_then(|t| t.split('`').next()) {
+                ("duplicate_field", within(name))
             } else {
                 ("invalid_field", path)
             };

@@ -216,19 +216,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// Deserializes a JSON body, naming the failing field.
 pub fn parse_json<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| error::json_error(&e))?;
-    de.end().map_err(|e| error::syntax_error(&e))?;
     // Every body of this API is an object; serde would also fill a struct from an array of
-    // its fields in order, which no client means.
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
+    // its fields in order, which no client means, and its errors would name our types.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|first| *first != b'{') {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_json",
             "the request body must be a JSON object (`{...}`)",
         ));
     }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| error::json_error(&e))?;
+    de.end().map_err(|e| error::syntax_error(&e))?;
     Ok(value)
 }
 

@@ -114,7 +114,12 @@ async fn main() {
         .expect("start");
     let (backend, screen) = SharedBackend::new(200, 60);
     let (keys, events) = unbounded();
-    let options = UiOptions { api: None, title: "bench".into(), shutdown: tokio_util::sync::CancellationToken::new() };
+    let options = UiOptions {
+        api: None,
+        title: "bench".into(),
+        ephemeral: false,
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
     let shutdown = options.shutdown.clone();
     let ui_handle = handle.clone();
     let task = tokio::spawn(async move {

@@ -100,6 +100,7 @@ where
     let mut core = handle.subscribe();
     let mut state = AppState::new(options.title.clone(), options.api.clone(), offset, handle.now());
     state.max_running = handle.config().defaults.max_running;
+    state.ephemeral = options.ephemeral;
     let mut d = Driver { state, handle: handle.clone(), tx, redraw: true };
     let size = terminal.size().map_err(backend_error)?;
     d.dispatch(Action::Resize { width: size.width, height: size.height });

@@ -37,6 +37,8 @@ pub struct UiOptions {
     pub api: Option<String>,
     /// Shown at the top left.
     pub title: String,
+    /// The data folder is removed on quit (`--demo`): quitting ends its deployments for good.
+    pub ephemeral: bool,
     /// Cancelled on SIGTERM/SIGINT: the dashboard restores the terminal and returns.
     pub shutdown: CancellationToken,
 }

@@ -325,8 +325,9 @@ pub struct Prompt {
 pub enum Confirm {
     /// Cancel a deployment (its label says which).
     Cancel { id: DeploymentId, label: String },
-    /// Quit while deployments run (quitting stops the embedded orchestrator).
-    Quit { running: usize },
+    /// Quit while deployments run (quitting stops the embedded orchestrator); the dialog counts
+    /// them live.
+    Quit,
 }
 
 /// What has the keyboard.
@@ -360,6 +361,8 @@ pub struct AppState {
     pub api: Option<String>,
     /// The global cap on running deployments (`defaults.max_running`), shown in the header.
     pub max_running: Option<u32>,
+    /// The data folder goes away on quit (`--demo`), so running work is not resumed.
+    pub ephemeral: bool,
     /// Local time offset for clocks (fixed at start; tests use UTC).
     pub offset: FixedOffset,
     /// Wall time of the last tick: the only clock the view knows.
@@ -390,6 +393,7 @@ impl AppState {
             title: title.into(),
             api,
             max_running: None,
+            ephemeral: false,
             offset,
             now,
             area: Rect::default(),

@@ -68,9 +68,8 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
 
         Action::Quit => match state.mode {
             Mode::Normal => {
-                let running = state.running();
-                if running > 0 {
-                    state.mode = Mode::Confirm(Confirm::Quit { running });
+                if state.running() > 0 {
+                    state.mode = Mode::Confirm(Confirm::Quit);
                 } else {
                     state.quit = true;
                 }
@@ -835,9 +834,9 @@ fn answer(state: &mut AppState, yes: bool, fx: &mut Vec<Effect>) {
             flash(state, format!("cancelling {label}…"), false);
             fx.push(Effect::Cancel(id));
         }
-        (Confirm::Quit { .. }, true) => state.quit = true,
+        (Confirm::Quit, true) => state.quit = true,
         (Confirm::Cancel { .. }, false) => flash(state, "not cancelled".into(), false),
-        (Confirm::Quit { .. }, false) => {}
+        (Confirm::Quit, false) => {}
     }
 }
 

@@ -45,8 +45,14 @@ impl fmt::Display for DeploymentId {
 
 impl FromStr for DeploymentId {
     type Err = IdParseError;
+    /// Only the canonical spelling (any case) names an id: the ulid crate drops the bits above
+    /// 128 of a first character beyond `7`, and would otherwise read `81M9…` as `01M9…`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ulid::Ulid::from_string(s).map(Self).map_err(|_| IdParseError(s.chars().take(64).collect()))
+        ulid::Ulid::from_string(s)
+            .ok()
+            .filter(|id| id.to_string().eq_ignore_ascii_case(s))
+            .map(Self)
+            .ok_or_else(|| IdParseError(s.chars().take(64).collect()))
     }
 }
 

@@ -6,22 +6,28 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph, Wrap};
 
 use super::centered;
-use crate::state::Confirm;
+use crate::state::{AppState, Confirm};
 use crate::theme;
 
 /// Draws the question over the body.
-pub fn render_confirm(confirm: &Confirm, body: Rect, frame: &mut Frame) {
+pub fn render_confirm(state: &AppState, confirm: &Confirm, body: Rect, frame: &mut Frame) {
     let (title, text) = match confirm {
         Confirm::Cancel { label, .. } => (
             " Cancel deployment ",
             format!("Cancel {label}? A running one is stopped and rolled back; it will not retry by itself."),
         ),
-        Confirm::Quit { running } => (
-            " Quit ",
-            format!(
-                "{running} deployment(s) running. Quitting stops the embedded orchestrator: they are interrupted, rolled back, and run again when tds next starts on this data folder. Quit?"
-            ),
-        ),
+        Confirm::Quit => {
+            let running = match state.running() {
+                1 => "1 deployment is running".to_owned(),
+                n => format!("{n} deployments are running"),
+            };
+            let after = if state.ephemeral {
+                "they are interrupted and the demo's folder is removed"
+            } else {
+                "they are interrupted, rolled back, and run again when tds next starts on this data folder"
+            };
+            (" Quit ", format!("{running}. Quitting stops the embedded orchestrator: {after}. Quit?"))
+        }
     };
     let area = centered(body, 60, 7);
     if area.width < 3 || area.height < 3 {

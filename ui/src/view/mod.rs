@@ -141,7 +141,7 @@ pub fn render(state: &AppState, frame: &mut Frame) {
     match &state.mode {
         Mode::Help { scroll } => help::render(*scroll, a.body, frame),
         Mode::Form(f) => form::render(state, f, a.body, frame),
-        Mode::Confirm(c) => dialog::render_confirm(c, a.body, frame),
+        Mode::Confirm(c) => dialog::render_confirm(state, c, a.body, frame),
         _ => {}
     }
 }
