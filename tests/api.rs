@@ -394,6 +394,41 @@ async fn c13_api_contract() {
     assert_eq!(answer["error"]["details"]["field"], "priority", "{answer}");
 }
 
+/// Every route refuses query parameters it does not take, naming the first, as the routes with
+/// parameters refuse unknown ones: a `?environment=` on a JSON submission is not ignored.
+#[tokio::test]
+async fn query_parameters_a_route_does_not_take_are_refused() {
+    let (_h, app) = harness().await;
+    let id = submit_ok(&app, &submission("staging", "1", &site("q"))).await;
+    for (method, uri) in [
+        (Method::GET, "/api/v1/deployments/metrics?x=1".to_owned()),
+        (Method::GET, "/api/v1/metrics?x=1".to_owned()),
+        (Method::GET, "/api/v1/environments?x=1".to_owned()),
+        (Method::PUT, "/api/v1/environments/staging/resume?x=1".to_owned()),
+        (Method::GET, format!("/api/v1/deployments/{id}/status?x=1")),
+        (Method::POST, format!("/api/v1/deployments/{id}/retry?x=1")),
+    ] {
+        let (status, body) = call(&app, method, &uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_envelope(&body, "unknown_parameter");
+        assert_eq!(body["error"]["details"]["parameter"], "x", "{uri}: {body}");
+    }
+    let (status, body) = call(
+        &app,
+        Method::POST,
+        "/api/v1/deployments?environment=staging",
+        Some(&submission("staging", "2", &site("q"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["details"]["parameter"], "environment", "{body}");
+    // Without parameters (an empty query too) the same routes answer.
+    for uri in ["/api/v1/deployments/metrics", "/api/v1/deployments/metrics?", "/api/v1/environments"] {
+        let (status, body) = call(&app, Method::GET, uri, None).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+    }
+}
+
 /// C14: paging and filter edges never give a 500, bad numbers give a 400 naming the parameter,
 /// past the end is an empty page with the right total, the limit is capped, the order is stable.
 #[tokio::test]

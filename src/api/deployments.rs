@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 use super::auth::{Operator, Viewer};
 use super::error::{ApiError, ErrorEnvelope};
 use super::openapi::DeploymentDoc;
-use super::{ApiJson, ApiPath, AppState, PREFIX, content_length, media_type, parse_id, parse_json, read_body};
+use super::{ApiJson, ApiPath, AppState, NoQuery, PREFIX, content_length, media_type, parse_id, parse_json, read_body};
 
 /// How much of a raw upload is gathered in memory before it is handed to the writer thread.
 const UPLOAD_CHUNK: usize = 1024 * 1024;
@@ -180,7 +180,10 @@ pub async fn submit(
     }
     let idempotency_key = idempotency_key(req.headers())?;
     let (environment, artifact, version, priority, params) = match media_type(req.headers()).as_deref() {
-        Some(m) if super::is_json_media(m) => json_submission(handle, req).await?,
+        Some(m) if super::is_json_media(m) => {
+            super::no_query(req.uri())?;
+            json_submission(handle, req).await?
+        }
         Some("application/octet-stream") => raw_submission(handle, req).await?,
         other => {
             return Err(super::unsupported_media_type(other, &["application/json", "application/octet-stream"]));
@@ -490,12 +493,13 @@ async fn write_chunk(writer: Option<ArtifactWriter>, chunk: Vec<u8>) -> Result<A
     params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "The deployment", body = DeploymentDoc),
-        (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
+        (status = 400, description = "Not a deployment id, or a query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 404, description = "No such deployment", body = ErrorEnvelope),
     ))]
 pub async fn status(
     _: Viewer,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
@@ -508,12 +512,13 @@ pub async fn status(
     params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "The deployment and its timeline", body = DetailResponse),
-        (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
+        (status = 400, description = "Not a deployment id, or a query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 404, description = "No such deployment", body = ErrorEnvelope),
     ))]
 pub async fn detail(
     _: Viewer,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DetailResponse>, ApiError> {
@@ -554,7 +559,7 @@ pub async fn detail(
     params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "Cancelled; the new state", body = DeploymentDoc),
-        (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
+        (status = 400, description = "Not a deployment id, or a query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 403, description = "The token's role may not cancel", body = ErrorEnvelope),
         (status = 404, description = "No such deployment", body = ErrorEnvelope),
@@ -563,6 +568,7 @@ pub async fn detail(
     ))]
 pub async fn cancel(
     _: Operator,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
@@ -575,7 +581,7 @@ pub async fn cancel(
     params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "Queued again; the new state", body = DeploymentDoc),
-        (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
+        (status = 400, description = "Not a deployment id, or a query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 403, description = "The token's role may not retry", body = ErrorEnvelope),
         (status = 404, description = "No such deployment", body = ErrorEnvelope),
@@ -584,6 +590,7 @@ pub async fn cancel(
     ))]
 pub async fn retry(
     _: Operator,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeploymentView>, ApiError> {
@@ -599,7 +606,7 @@ pub async fn retry(
     params(("id" = String, Path, description = "Deployment id (ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")),
     responses(
         (status = 200, description = "Rolled back", body = RollbackResponse),
-        (status = 400, description = "Not a deployment id", body = ErrorEnvelope),
+        (status = 400, description = "Not a deployment id, or a query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 403, description = "The token's role may not roll back", body = ErrorEnvelope),
         (status = 404, description = "No such deployment", body = ErrorEnvelope),
@@ -607,6 +614,7 @@ pub async fn retry(
     ))]
 pub async fn rollback(
     _: Operator,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RollbackResponse>, ApiError> {
@@ -636,6 +644,7 @@ pub async fn rollback(
     ))]
 pub async fn priority(
     _: Operator,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PriorityBody>,

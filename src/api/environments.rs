@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::auth::{Admin, Viewer};
 use super::error::{ApiError, ErrorEnvelope};
 use super::openapi::EnvironmentDoc;
-use super::{ApiJson, ApiPath, AppState};
+use super::{ApiJson, ApiPath, AppState, NoQuery};
 
 /// Highest accepted `max_concurrent`.
 pub const MAX_LIMIT: u32 = 1000;
@@ -35,9 +35,10 @@ fn known(state: &AppState, name: &str) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/api/v1/environments", tag = "environments",
     responses(
         (status = 200, description = "All environments", body = Vec<EnvironmentDoc>),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
     ))]
-pub async fn list(_: Viewer, State(state): State<AppState>) -> Json<Vec<EnvironmentView>> {
+pub async fn list(_: Viewer, _: NoQuery, State(state): State<AppState>) -> Json<Vec<EnvironmentView>> {
     Json(state.handle().snapshot().environments.iter().map(|e| (**e).clone()).collect())
 }
 
@@ -46,11 +47,13 @@ pub async fn list(_: Viewer, State(state): State<AppState>) -> Json<Vec<Environm
     params(("name" = String, Path, description = "Environment name")),
     responses(
         (status = 200, description = "The environment", body = EnvironmentDoc),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 404, description = "No such environment", body = ErrorEnvelope),
     ))]
 pub async fn get_one(
     _: Viewer,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<EnvironmentView>, ApiError> {
@@ -63,6 +66,7 @@ pub async fn get_one(
     params(("name" = String, Path, description = "Environment name")),
     responses(
         (status = 200, description = "Paused", body = EnvironmentDoc),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 403, description = "Needs the admin role", body = ErrorEnvelope),
         (status = 404, description = "No such environment", body = ErrorEnvelope),
@@ -70,6 +74,7 @@ pub async fn get_one(
     ))]
 pub async fn pause(
     _: Admin,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<EnvironmentView>, ApiError> {
@@ -82,6 +87,7 @@ pub async fn pause(
     params(("name" = String, Path, description = "Environment name")),
     responses(
         (status = 200, description = "Resumed", body = EnvironmentDoc),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
         (status = 403, description = "Needs the admin role", body = ErrorEnvelope),
         (status = 404, description = "No such environment", body = ErrorEnvelope),
@@ -89,6 +95,7 @@ pub async fn pause(
     ))]
 pub async fn resume(
     _: Admin,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<EnvironmentView>, ApiError> {
@@ -112,6 +119,7 @@ pub async fn resume(
     ))]
 pub async fn limit(
     _: Admin,
+    _: NoQuery,
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiJson(body): ApiJson<LimitBody>,

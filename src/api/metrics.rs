@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::Viewer;
 use super::error::{ApiError, ErrorEnvelope};
 use super::history::{check_environment, parse_time};
-use super::{ApiQuery, AppState};
+use super::{ApiQuery, AppState, NoQuery};
 
 /// Query of the performance analytics.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -89,9 +89,10 @@ fn window(
 #[utoipa::path(get, path = "/api/v1/deployments/metrics", tag = "analytics",
     responses(
         (status = 200, description = "Live metrics", body = MetricsDoc),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
     ))]
-pub async fn live(_: Viewer, State(state): State<AppState>) -> Result<Json<Metrics>, ApiError> {
+pub async fn live(_: Viewer, _: NoQuery, State(state): State<AppState>) -> Result<Json<Metrics>, ApiError> {
     Ok(Json(state.handle().metrics().await?))
 }
 
@@ -136,9 +137,10 @@ pub async fn trends(
 #[utoipa::path(get, path = "/metrics", tag = "analytics",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 400, description = "A query parameter (this route takes none)", body = ErrorEnvelope),
         (status = 401, description = "No or wrong token", body = ErrorEnvelope),
     ))]
-pub async fn prometheus(_: Viewer, State(state): State<AppState>) -> Result<Response, ApiError> {
+pub async fn prometheus(_: Viewer, _: NoQuery, State(state): State<AppState>) -> Result<Response, ApiError> {
     let m = state.handle().metrics().await?;
     let mut response = render_prometheus(&m).into_response();
     response

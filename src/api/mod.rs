@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use futures::StreamExt as _;
@@ -193,6 +193,35 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
             }
         })
     }
+}
+
+/// For routes that take no query parameters: any is a 400 naming it, as an unknown one is on
+/// the routes that take some (a `?environment=` on a JSON submission is not silently ignored).
+#[derive(Debug, Clone, Copy)]
+pub struct NoQuery;
+
+impl<S: Send + Sync> FromRequestParts<S> for NoQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _state: &S) -> Result<Self, ApiError> {
+        no_query(&parts.uri).map(|()| Self)
+    }
+}
+
+/// 400 unless the URI has no query parameters.
+pub fn no_query(uri: &Uri) -> Result<(), ApiError> {
+    let Some(query) = uri.query().filter(|q| !q.trim_matches('&').is_empty()) else { return Ok(()) };
+    let name = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+        .ok()
+        .and_then(|pairs| pairs.0.into_iter().next().map(|(key, _)| key))
+        .unwrap_or_else(|| query.to_owned());
+    let name: String = name.chars().take(64).collect();
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "unknown_parameter",
+        format!("unknown query parameter '{name}'; {} takes none", uri.path()),
+    )
+    .with_details(json!({ "parameter": name })))
 }
 
 /// A JSON body: `Content-Type: application/json` required (415 otherwise), at most
