@@ -67,7 +67,8 @@ pub struct QueueState {
     /// The first row shown.
     pub offset: usize,
     /// The selection stays on the first row (what runs now) instead of following one
-    /// deployment down the list; true until the user moves off the top.
+    /// deployment down the list; true until the user first picks a row (by key, click or a
+    /// submission), which the selection then follows wherever it moves.
     pub follow_top: bool,
     /// Include every finished deployment, paging older ones in from the store (`a`); without
     /// it, finished ones stay listed for [`RECENT_MINUTES`] so that a result does not vanish

@@ -540,17 +540,18 @@ fn moved(current: usize, delta: i64, len: usize) -> usize {
 
 /// Moves the selection or scrolls, depending on what has focus.
 fn step(state: &mut AppState, delta: i64, fx: &mut Vec<Effect>) {
+    let overlay_end = usize::from(view::overlay_scroll_max(state)) + 1;
     match &mut state.mode {
         Mode::Help { scroll } => {
-            *scroll = moved(usize::from(*scroll), delta, 200) as u16;
+            *scroll = moved(usize::from(*scroll), delta, overlay_end) as u16;
             return;
         }
         Mode::Detail(d) => {
-            d.scroll = moved(usize::from(d.scroll), delta, 1000) as u16;
+            d.scroll = moved(usize::from(d.scroll), delta, overlay_end) as u16;
             return;
         }
         Mode::Metrics(m) => {
-            m.scroll = moved(usize::from(m.scroll), delta, 1000) as u16;
+            m.scroll = moved(usize::from(m.scroll), delta, overlay_end) as u16;
             return;
         }
         Mode::Normal => {}
@@ -561,7 +562,7 @@ fn step(state: &mut AppState, delta: i64, fx: &mut Vec<Effect>) {
             let q = &mut state.queue;
             q.selected = moved(q.selected, delta, q.rows.len());
             q.selected_id = q.rows.get(q.selected).map(|d| d.id);
-            q.follow_top = q.selected == 0;
+            q.follow_top = false;
             keep_visible(state);
             sync_log_target(state);
             maybe_page_history(state, fx);
@@ -1101,7 +1102,7 @@ fn click(state: &mut AppState, column: u16, row: u16) {
             if let Some(d) = state.queue.rows.get(i) {
                 state.queue.selected = i;
                 state.queue.selected_id = Some(d.id);
-                state.queue.follow_top = i == 0;
+                state.queue.follow_top = false;
                 sync_log_target(state);
             }
         }
@@ -1184,6 +1185,53 @@ mod tests {
             assert_eq!(patched, ids(&s), "filter {filter:?}, finished {finished}");
             assert_eq!((live, running), (s.queue.live, s.queue.running));
         }
+    }
+
+    /// Found by a dashboard trial: after `g` the selection stayed on the first *row*, so the
+    /// log pane switched deployments whenever another one sorted above it. Once the user picks
+    /// a row, the selection follows that deployment.
+    #[test]
+    fn the_selection_follows_the_chosen_deployment_also_on_the_first_row() {
+        let utc = FixedOffset::east_opt(0).expect("utc");
+        let mut s = AppState::new("t", None, utc, fixtures::t0());
+        let (ds, envs) = fixtures::many(60, 5);
+        update(&mut s, Action::Resize { width: 100, height: 30 });
+        update(
+            &mut s,
+            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
+        );
+        update(&mut s, Action::Settle);
+        update(&mut s, Action::Down);
+        update(&mut s, Action::Top);
+        update(&mut s, Action::Settle);
+        let chosen = s.queue.selected_id.expect("a row is selected");
+        assert_eq!(s.queue.selected, 0);
+        // Another deployment starts and sorts above the chosen one (running ones by id).
+        let top = fixtures::view(0, "env-00", "9.9.9", StatusKind::Running);
+        update(&mut s, Action::Core(CoreEvent::Deployment(Arc::new(top))));
+        update(&mut s, Action::Settle);
+        assert_eq!(s.queue.rows.first().map(|d| d.id), Some(fixtures::id(0)), "the new one sorts first");
+        assert_eq!(s.queue.selected_id, Some(chosen), "the selection stays on the chosen deployment");
+        assert_eq!(s.logs.target.map(|t| t.id), Some(chosen), "and so does the log pane");
+    }
+
+    /// Found by a dashboard trial: `G` or many `j` scrolled the help past its end to an empty
+    /// box, and `k` then had to climb back through the blank lines.
+    #[test]
+    fn overlays_scroll_no_further_than_their_last_line() {
+        let utc = FixedOffset::east_opt(0).expect("utc");
+        let mut s = AppState::new("t", None, utc, fixtures::t0());
+        update(&mut s, Action::Resize { width: 100, height: 30 });
+        update(&mut s, Action::Help);
+        let end = view::overlay_scroll_max(&s);
+        assert!(end > 0, "the help is longer than 30 rows");
+        update(&mut s, Action::Bottom);
+        for _ in 0..50 {
+            update(&mut s, Action::Down);
+        }
+        assert!(matches!(s.mode, Mode::Help { scroll } if scroll == end), "{:?}", s.mode);
+        update(&mut s, Action::Up);
+        assert!(matches!(s.mode, Mode::Help { scroll } if scroll == end - 1), "{:?}", s.mode);
     }
 
     #[test]

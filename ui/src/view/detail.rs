@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 use tds_core::model::DeploymentView;
 
+use super::scroll_max;
 use crate::state::{AppState, DetailState};
 use crate::text::{clean, duration_ms, fit};
 use crate::theme;
@@ -86,6 +87,13 @@ pub fn render(state: &AppState, detail: &DetailState, area: Rect, frame: &mut Fr
         .border_style(theme::focused())
         .title(Line::styled(format!(" Deployment {} ", detail.id.short()), theme::focused()))
         .title_top(Line::styled(" Esc back · c cancel · r retry · +/- priority ", theme::dim()).right_aligned());
+    let text = paragraph(state, detail);
+    let scroll = detail.scroll.min(scroll_max(&text, area));
+    frame.render_widget(text.block(block).scroll((scroll, 0)), area);
+}
+
+/// The view's text, wrapped and unscrolled.
+pub fn paragraph<'a>(state: &AppState, detail: &'a DetailState) -> Paragraph<'a> {
     let view = detail.detail.as_ref().map(|d| &d.deployment).or_else(|| state.find(detail.id).map(AsRef::as_ref));
     let mut lines = match view {
         Some(d) => fields(state, d),
@@ -139,5 +147,5 @@ pub fn render(state: &AppState, detail: &DetailState, area: Rect, frame: &mut Fr
     } else if detail.loading {
         lines.push(Line::styled("loading timeline…", theme::dim()));
     }
-    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((detail.scroll, 0)), area);
+    Paragraph::new(lines).wrap(Wrap { trim: false })
 }

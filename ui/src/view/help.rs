@@ -5,7 +5,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Clear, Paragraph};
 
-use super::centered;
+use super::{centered, scroll_max};
 use crate::text::fit;
 use crate::theme;
 
@@ -65,12 +65,13 @@ pub const GROUPS: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-/// Draws the overlay, scrolled by `scroll` lines.
-pub fn render(scroll: u16, body: Rect, frame: &mut Frame) {
-    let area = centered(body, 76, 40);
-    if area.width < 3 || area.height < 3 {
-        return;
-    }
+/// Where the overlay goes in the body.
+pub fn area(body: Rect) -> Rect {
+    centered(body, 76, 40)
+}
+
+/// The overlay's text, unscrolled.
+pub fn paragraph() -> Paragraph<'static> {
     let mut lines = Vec::new();
     for (group, keys) in GROUPS {
         lines.push(Line::styled(*group, theme::header()));
@@ -79,6 +80,17 @@ pub fn render(scroll: u16, body: Rect, frame: &mut Frame) {
         }
         lines.push(Line::raw(""));
     }
+    Paragraph::new(lines)
+}
+
+/// Draws the overlay, scrolled by `scroll` lines (at most to its last line).
+pub fn render(scroll: u16, body: Rect, frame: &mut Frame) {
+    let area = area(body);
+    if area.width < 3 || area.height < 3 {
+        return;
+    }
+    let text = paragraph();
+    let scroll = scroll.min(scroll_max(&text, area));
     let block = Block::default()
         .borders(Borders::ALL)
         .border_type(BorderType::Rounded)
@@ -86,5 +98,5 @@ pub fn render(scroll: u16, body: Rect, frame: &mut Frame) {
         .title(" Help ")
         .title_bottom(Line::styled(" Esc close · j/k scroll ", theme::dim()).right_aligned());
     frame.render_widget(Clear, area);
-    frame.render_widget(Paragraph::new(lines).block(block).scroll((scroll, 0)), area);
+    frame.render_widget(text.block(block).scroll((scroll, 0)), area);
 }

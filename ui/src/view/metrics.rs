@@ -9,6 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 use tds_core::metrics::{DoraFigures, DurationStats};
 
+use super::scroll_max;
 use crate::state::{AppState, MetricsState};
 use crate::text::{clean, duration_ms, fit, fit_right};
 use crate::theme;
@@ -56,6 +57,13 @@ pub fn render(state: &AppState, m: &MetricsState, area: Rect, frame: &mut Frame)
         .border_style(theme::focused())
         .title(Line::styled(" Metrics ", theme::focused()))
         .title_top(Line::styled(" Esc back · j/k scroll · refreshes every 5 s ", theme::dim()).right_aligned());
+    let text = paragraph(state, m);
+    let scroll = m.scroll.min(scroll_max(&text, area));
+    frame.render_widget(text.block(block).scroll((scroll, 0)), area);
+}
+
+/// The view's text, wrapped and unscrolled.
+pub fn paragraph(state: &AppState, m: &MetricsState) -> Paragraph<'static> {
     let bold = Style::new().add_modifier(Modifier::BOLD);
     let mut lines = Vec::new();
     if let Some(e) = &m.error {
@@ -158,5 +166,5 @@ pub fn render(state: &AppState, m: &MetricsState, area: Rect, frame: &mut Frame)
             )));
         }
     }
-    frame.render_widget(Paragraph::new(lines).block(block).wrap(Wrap { trim: false }).scroll((m.scroll, 0)), area);
+    Paragraph::new(lines).wrap(Wrap { trim: false })
 }

@@ -113,6 +113,26 @@ pub fn pane_block<'a>(state: &AppState, pane: Pane, note: Line<'a>) -> Block<'a>
         .title_top(note.right_aligned())
 }
 
+/// How many lines a bordered `text` drawn in `area` can scroll before its last line reaches
+/// the bottom (wrapping included).
+pub fn scroll_max(text: &Paragraph<'_>, area: Rect) -> u16 {
+    let inner = Block::default().borders(Borders::ALL).inner(area);
+    let lines = text.line_count(inner.width.max(1));
+    u16::try_from(lines.saturating_sub(usize::from(inner.height))).unwrap_or(u16::MAX)
+}
+
+/// How far the open overlay (help, detail, metrics) can scroll; `update` clamps with it so that
+/// `G` and `j` stop at the last line and `k` moves at once.
+pub fn overlay_scroll_max(state: &AppState) -> u16 {
+    let a = areas_of(state);
+    match &state.mode {
+        Mode::Help { .. } => scroll_max(&help::paragraph(), help::area(a.body)),
+        Mode::Detail(d) => scroll_max(&detail::paragraph(state, d), a.body),
+        Mode::Metrics(m) => scroll_max(&metrics::paragraph(state, m), a.body),
+        _ => 0,
+    }
+}
+
 /// Inner rows of a bordered pane that hold table rows (below the column header).
 pub fn table_rows(pane: Rect) -> usize {
     usize::from(pane.height.saturating_sub(3))
