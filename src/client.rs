@@ -8,7 +8,6 @@
 //! ended `cancelled`.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -186,9 +185,9 @@ fn text(v: &Value) -> String {
 
 fn print_value(client: &ClientArgs, v: &Value, human: impl Fn(&Value) -> String) {
     if client.json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        crate::outln(&serde_json::to_string_pretty(v).unwrap_or_default());
     } else {
-        print!("{}", human(v));
+        crate::out(human(v));
     }
 }
 
@@ -441,18 +440,18 @@ async fn submit(args: &SubmitArgs) -> anyhow::Result<u8> {
     let id = answer["id"].as_str().context("the server's answer has no id")?.to_owned();
     if !args.wait {
         if args.client.json {
-            println!("{answer}");
+            crate::outln(&answer.to_string());
         } else {
-            println!("{id}");
+            crate::outln(&id);
         }
         return Ok(0);
     }
     eprintln!("submitted {id} to {}", inert(&args.environment));
     let final_state = wait(&c, &id).await?;
     if args.client.json {
-        println!("{}", serde_json::to_string_pretty(&final_state).unwrap_or_default());
+        crate::outln(&serde_json::to_string_pretty(&final_state).unwrap_or_default());
     } else {
-        print!("{}", describe(&final_state));
+        crate::out(describe(&final_state));
     }
     Ok(match final_state["status"].as_str() {
         Some("succeeded") => 0,
@@ -495,9 +494,7 @@ async fn logs(args: &LogsArgs) -> anyhow::Result<u8> {
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.context("the log stream was interrupted")?;
-        let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&chunk)?;
-        stdout.flush()?;
+        crate::out(&chunk);
     }
     Ok(0)
 }

@@ -85,27 +85,27 @@ pub fn load_config(args: &ServerArgs) -> anyhow::Result<(Config, ConfigSource)> 
 fn check_config(explicit: Option<&Path>) -> anyhow::Result<ExitCode> {
     let cwd = std::env::current_dir()?;
     let Some(path) = find_config(explicit) else {
-        println!("no configuration file found (--config, ./tds.toml, user config); the built-in default is valid");
+        outln("no configuration file found (--config, ./tds.toml, user config); the built-in default is valid");
         return Ok(ExitCode::SUCCESS);
     };
     match Config::load(&path, &cwd) {
         Ok(config) => {
-            println!("{}: ok", path.display());
-            println!("  data_dir: {}", config.data_dir.display());
-            println!("  listen:   {}", config.server.listen);
+            outln(&format!("{}: ok", path.display()));
+            outln(&format!("  data_dir: {}", config.data_dir.display()));
+            outln(&format!("  listen:   {}", config.server.listen));
             for env in &config.environments {
                 let exists = if env.root.is_dir() { "" } else { " (will be created)" };
-                println!(
+                outln(&format!(
                     "  environment {}: root {}{exists}, max_concurrent {}, {} step(s), {} check(s)",
                     env.name,
                     env.root.display(),
                     env.max_concurrent,
                     env.steps.len(),
                     env.verify.len()
-                );
+                ));
             }
             if config.tokens.is_empty() {
-                println!("  no [[tokens]]: the API will only listen on loopback");
+                outln("  no [[tokens]]: the API will only listen on loopback");
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -124,7 +124,7 @@ fn token_hash() -> anyhow::Result<ExitCode> {
     std::io::stdin().read_to_string(&mut token).context("cannot read the token from stdin")?;
     let token = token.trim_end_matches(['\n', '\r']);
     anyhow::ensure!(!token.is_empty(), "no token on stdin (try: printf %s \"$SECRET\" | tds token hash)");
-    println!("{}", api::auth::hash_token(token));
+    outln(&api::auth::hash_token(token));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -135,6 +135,26 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
+}
+
+/// Writes the output of a one-shot command (`check-config`, the client). A reader that went
+/// away (`tds history | head -1`) ends the command quietly with the status a shell reports for
+/// SIGPIPE (141), as other Unix tools end; Rust ignores that signal, so `println!` would panic.
+pub fn out(bytes: impl AsRef<[u8]>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(bytes.as_ref()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("tds: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// [`out`] with a newline.
+pub fn outln(text: &str) {
+    out(format!("{text}\n"));
 }
 
 /// Dashboard, `--serve` and `--demo`: start the orchestrator and the API, run until quit or a
@@ -154,6 +174,8 @@ async fn orchestrate(cli: Cli) -> anyhow::Result<ExitCode> {
     let signals = shutdown::on_signals()?;
     // Bind before anything else starts: a busy port or a refused address must not start (and
     // recover) an orchestrator only to stop it again.
+    tds_core::check_data_dir_free(&config.data_dir)
+        .with_context(|| format!("cannot start the orchestrator (data folder {})", config.data_dir.display()))?;
     let listener = if cli.server.no_api { None } else { Some(api::bind(&config).await?) };
     let handle = OrchestratorHandle::start(config.clone(), StartOptions::default())
         .await

@@ -321,3 +321,54 @@ fn an_empty_config_is_refused_by_check_config() {
     assert!(!out.status.success(), "{text}");
     assert!(text.contains("no environment is configured"), "{text}");
 }
+
+/// Found by the dashboard trial: `tds check-config | head -1` panicked ("failed printing to
+/// stdout: Broken pipe") when the reader went away first; now it ends like other Unix tools.
+#[test]
+fn a_closed_output_pipe_ends_one_shot_commands_quietly() {
+    for _ in 0..5 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tds"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["check-config", "--config", "assets/example.toml"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(matches!(out.status.code(), Some(0 | 141)), "{:?}: {stderr}", out.status);
+    }
+}
+
+/// Found by the dashboard trial: a second tds on the same config (so the same port) said
+/// "cannot listen … Address already in use", not that the data folder is in use and by whom.
+#[test]
+fn a_second_instance_on_the_same_port_names_the_data_folder_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(dir.path());
+    let addr = first.url().trim_start_matches("http://").to_owned();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_tds"))
+        .args(["--serve", "--config"])
+        .arg(dir.path().join("tds.toml"))
+        .args(["--listen", &addr])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second instance did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", first.child.id())), "names the owner: {stderr}");
+    assert!(!stderr.contains("Address already in use"), "{stderr}");
+}

@@ -249,6 +249,11 @@ async fn priority_pause_and_limit_keys_reach_the_engine() {
     ui.keys("L");
     ui.see("limit of web").await;
     ui.press(KeyCode::Backspace);
+    // An answer out of range keeps the prompt open and says why, beside it.
+    ui.keys("0");
+    ui.press(KeyCode::Enter);
+    ui.see("limit of web (1-1000): 0  limit must be a number from 1 to 1000").await;
+    ui.press(KeyCode::Backspace);
     ui.keys("2");
     ui.press(KeyCode::Enter);
     h.wait_status(b.id, StatusKind::Running, WAIT).await;
@@ -348,6 +353,12 @@ async fn filter_detail_and_log_search_by_keys() {
     ui.press(KeyCode::Enter);
     let text = ui.see("row 1/1").await;
     assert!(text.contains("5.0.0      norm") && !text.contains("4.0.0      norm"), "{text}");
+    ui.press(KeyCode::Esc);
+    ui.see("/2 ┓").await;
+    // A filter with a mistake is not taken: the prompt stays open and says why.
+    ui.keys("/status:bogus");
+    ui.press(KeyCode::Enter);
+    ui.see("/status:bogus  filter: unknown status 'bogus'").await;
     ui.press(KeyCode::Esc);
     ui.see("/2 ┓").await;
     ui.keys("/4.0");

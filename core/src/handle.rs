@@ -152,6 +152,16 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File> {
     }
 }
 
+/// Fails with [`Error::DataDirInUse`] when another tds holds the data folder. Checked before
+/// the API binds, so that a second instance names the first one's pid rather than a busy port;
+/// [`OrchestratorHandle::start`] takes the lock itself.
+pub fn check_data_dir_free(data_dir: &std::path::Path) -> Result<()> {
+    if !data_dir.join("tds.lock").is_file() {
+        return Ok(());
+    }
+    lock_data_dir(data_dir).map(drop)
+}
+
 /// A `params` key: it becomes part of an environment variable name (`TDS_PARAM_<KEY>`).
 pub fn valid_param_key(key: &str) -> bool {
     let mut bytes = key.bytes();

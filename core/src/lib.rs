@@ -30,7 +30,7 @@ pub use error::{Error, Result};
 pub use event::{CoreEvent, EventEnvelope};
 pub use handle::{
     ArtifactSource, DeploymentDetail, MAX_PARAM_VALUE, MAX_PARAMS, MAX_VERSION_LEN, OrchestratorHandle, StartOptions,
-    SubmitRequest, Submitted, valid_param_key,
+    SubmitRequest, Submitted, check_data_dir_free, valid_param_key,
 };
 pub use probe::run_probe;
 pub use published::Snapshot;

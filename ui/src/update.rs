@@ -40,6 +40,11 @@ const MAX_LIMIT: u32 = 1000;
 /// Applies one action; returns what the loop must do next.
 pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
     let mut fx = Vec::new();
+    if areas_of(state).too_small && acts_unseen(&action) {
+        // Below the minimum size only the notice is drawn: a key must not cancel, retry or
+        // reprioritize a selection the operator cannot see. Quitting still works.
+        return fx;
+    }
     match action {
         Action::Tick(now) => tick(state, now, &mut fx),
         Action::Resize { width, height } => {
@@ -533,6 +538,29 @@ fn page_size(state: &AppState) -> i64 {
     rows.max(1) as i64
 }
 
+/// Keys and clicks other than quitting: what the "terminal too small" notice holds back.
+fn acts_unseen(action: &Action) -> bool {
+    !matches!(
+        action,
+        Action::Tick(_)
+            | Action::Resize { .. }
+            | Action::Snapshot(_)
+            | Action::Core(_)
+            | Action::Settle
+            | Action::Log(_)
+            | Action::Quit
+            | Action::ForceQuit
+            | Action::Done(_)
+            | Action::Failed(_)
+            | Action::Submitted(_)
+            | Action::DetailLoaded(..)
+            | Action::HistoryPage(_)
+            | Action::PathChecked(_)
+            | Action::TrendsLoaded(_)
+            | Action::MetricsLoaded(_)
+    )
+}
+
 fn moved(current: usize, delta: i64, len: usize) -> usize {
     let last = len.saturating_sub(1) as i64;
     (current as i64).saturating_add(delta).clamp(0, last.max(0)) as usize
@@ -670,9 +698,13 @@ fn history_page(state: &mut AppState, result: Result<Box<tds_core::store::Page<D
 
 fn back(state: &mut AppState) {
     if !matches!(state.mode, Mode::Normal) {
-        if let Mode::Prompt(Prompt { kind: PromptKind::Filter, .. }) = state.mode {
-            // Esc in the filter prompt clears it, like k9s.
-            set_filter(state, String::new());
+        if let Mode::Prompt(prompt) = &state.mode {
+            if prompt.kind == PromptKind::Filter {
+                // Esc in the filter prompt clears it, like k9s.
+                set_filter(state, String::new());
+            }
+            // The error that kept the prompt open goes with it.
+            state.flash = None;
         }
         state.mode = Mode::Normal;
         return;
@@ -1005,7 +1037,9 @@ fn submit(state: &mut AppState, fx: &mut Vec<Effect>) {
                 let problems = Filter::parse(&text).problems;
                 set_filter(state, text);
                 if !problems.is_empty() {
+                    // Not taken: the prompt stays open with the reason beside it.
                     flash(state, format!("filter: {}", problems.join(", ")), true);
+                    state.mode = Mode::Prompt(prompt);
                 }
             }
             PromptKind::LogSearch => {
@@ -1213,6 +1247,31 @@ mod tests {
         assert_eq!(s.queue.rows.first().map(|d| d.id), Some(fixtures::id(0)), "the new one sorts first");
         assert_eq!(s.queue.selected_id, Some(chosen), "the selection stays on the chosen deployment");
         assert_eq!(s.logs.target.map(|t| t.id), Some(chosen), "and so does the log pane");
+    }
+
+    /// Found by a dashboard trial: at 3x3 `c`, `+`, `-` and `r` still acted on the hidden
+    /// selection. Below the minimum size only quitting works.
+    #[test]
+    fn keys_other_than_quit_do_nothing_below_the_minimum_size() {
+        let utc = FixedOffset::east_opt(0).expect("utc");
+        let mut s = AppState::new("t", None, utc, fixtures::t0());
+        let (ds, envs) = fixtures::many(20, 2);
+        update(&mut s, Action::Resize { width: 100, height: 30 });
+        update(
+            &mut s,
+            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
+        );
+        update(&mut s, Action::Settle);
+        update(&mut s, Action::Resize { width: 3, height: 3 });
+        for action in
+            [Action::Cancel, Action::Retry, Action::PriorityUp, Action::PriorityDown, Action::New, Action::Down]
+        {
+            let fx = update(&mut s, action.clone());
+            assert!(fx.is_empty() && matches!(s.mode, Mode::Normal), "{action:?} acted: {fx:?} {:?}", s.mode);
+        }
+        assert_eq!(s.queue.selected, 0);
+        update(&mut s, Action::ForceQuit);
+        assert!(s.quit);
     }
 
     /// Found by a dashboard trial: `G` or many `j` scrolled the help past its end to an empty

@@ -1,5 +1,5 @@
-//! The footer line: the prompt being typed, else the answer to the last action, else the keys
-//! that matter where the focus is.
+//! The footer line: the prompt being typed (with the error that kept it open), else the answer
+//! to the last action, else the keys that matter where the focus is.
 
 use ratatui::Frame;
 use ratatui::layout::{Position, Rect};
@@ -24,7 +24,12 @@ pub fn render(state: &AppState, area: Rect, frame: &mut Frame) {
         let scroll = prompt.input.visual_scroll(field_w);
         let value = clean(prompt.input.value());
         let shown = crate::text::truncate(crate::text::skip_cells(&value, scroll), field_w).into_owned();
-        let line = Line::from(vec![Span::styled(label, theme::key()), Span::raw(shown)]);
+        let mut spans = vec![Span::styled(label, theme::key()), Span::raw(shown)];
+        // A refused answer (e.g. a limit out of range) is said beside the prompt it keeps open.
+        if let Some(flash) = state.flash.as_ref().filter(|f| f.error) {
+            spans.push(Span::styled(format!("  {}", clean(&flash.text)), theme::error()));
+        }
+        let line = Line::from(spans);
         frame.render_widget(Paragraph::new(line), area);
         let cursor = prompt.input.visual_cursor().saturating_sub(scroll);
         let x = area.x.saturating_add(u16::try_from(label_w + cursor).unwrap_or(u16::MAX));
