@@ -363,6 +363,12 @@ async fn c13_api_contract() {
             assert_envelope(&answer, code);
         }
     }
+    // The change is in the log as what it is, not as a `queued` record.
+    let (_, _, jsonl) = text_of(&app, &format!("/api/v1/deployments/{id}/logs?format=json")).await;
+    assert!(
+        jsonl.lines().any(|l| l.contains("\"event\":\"priority_changed\"") && l.contains("normal → critical")),
+        "{jsonl}"
+    );
     for (content_type, body, status, code) in [
         (Some("text/plain"), "x", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         (None, "x", StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),

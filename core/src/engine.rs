@@ -1108,7 +1108,7 @@ impl Engine {
         }
         let view = DeploymentView::from(&live.d);
         let message = format!("priority {old} → {priority}");
-        self.log(id, Level::Info, LogEvent::Queued, &message);
+        self.log(id, Level::Info, LogEvent::PriorityChanged, &message);
         self.commit(id, Some(message), None);
         self.touch_env(&env);
         Ok(view)

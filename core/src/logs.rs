@@ -40,6 +40,8 @@ pub enum LogEvent {
     Output,
     Signal,
     RetryScheduled,
+    /// An operator changed the priority (`+`/`-`, `PUT …/priority`).
+    PriorityChanged,
     Action,
     RolledBack,
     Cancelled,

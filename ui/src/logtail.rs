@@ -63,6 +63,7 @@ fn event_name(event: LogEvent) -> &'static str {
         LogEvent::Output => "output",
         LogEvent::Signal => "signal",
         LogEvent::RetryScheduled => "retry scheduled",
+        LogEvent::PriorityChanged => "priority",
         LogEvent::Action => "action",
         LogEvent::RolledBack => "rolled back",
         LogEvent::Cancelled => "cancelled",

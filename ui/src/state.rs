@@ -277,6 +277,9 @@ pub struct FormState {
     pub submitting: bool,
     /// `Tab` cycling through ambiguous completions: folder part, choices, current one.
     pub cycle: Option<(String, Vec<String>, usize)>,
+    /// `Tab` came before the check of the typed path: complete when that check arrives (keys
+    /// typed quickly, or pasted with the Tab, must complete as if typed slowly).
+    pub tab_pending: bool,
 }
 
 /// The detail view (`Enter`): one deployment with attempts and timeline.
@@ -322,10 +325,11 @@ pub struct Prompt {
 }
 
 /// A question that needs `y` before anything happens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Confirm {
-    /// Cancel a deployment (its label says which).
-    Cancel { id: DeploymentId, label: String },
+    /// Cancel a deployment (its label says which); asked over the detail view when `over` holds
+    /// it, which comes back after the answer.
+    Cancel { id: DeploymentId, label: String, over: Option<Box<DetailState>> },
     /// Quit while deployments run (quitting stops the embedded orchestrator); the dialog counts
     /// them live.
     Quit,

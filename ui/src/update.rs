@@ -248,6 +248,9 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
                 && f.artifact.value() == check.input
             {
                 f.check = check;
+                if std::mem::take(&mut f.tab_pending) {
+                    form_tab(state, &mut fx);
+                }
             }
         }
     }
@@ -463,6 +466,10 @@ fn prune_finished(state: &mut AppState) {
 
 fn keep_visible(state: &mut AppState) {
     let a = areas_of(state);
+    if a.too_small {
+        // Nothing is listed; keep the scroll positions for when the terminal grows again.
+        return;
+    }
     let rows = table_rows(a.queue).max(1);
     let q = &mut state.queue;
     if q.selected < q.offset {
@@ -479,6 +486,7 @@ fn keep_visible(state: &mut AppState) {
     } else if e.selected >= e.offset + env_rows {
         e.offset = e.selected + 1 - env_rows;
     }
+    e.offset = e.offset.min(state.environments.len().saturating_sub(env_rows));
 }
 
 fn sync_log_target(state: &mut AppState) {
@@ -697,6 +705,10 @@ fn history_page(state: &mut AppState, result: Result<Box<tds_core::store::Page<D
 }
 
 fn back(state: &mut AppState) {
+    if matches!(state.mode, Mode::Confirm(_)) {
+        // Esc answers "no" (and comes back to the detail view a cancel was asked over).
+        return answer(state, false, &mut Vec::new());
+    }
     if !matches!(state.mode, Mode::Normal) {
         if let Mode::Prompt(prompt) = &state.mode {
             if prompt.kind == PromptKind::Filter {
@@ -773,7 +785,11 @@ fn ask_cancel(state: &mut AppState) {
     } else if d.cancel_requested {
         flash(state, format!("{} is already being cancelled", d.id.short()), true);
     } else {
-        state.mode = Mode::Confirm(Confirm::Cancel { id: d.id, label: label(&d) });
+        let over = match std::mem::take(&mut state.mode) {
+            Mode::Detail(detail) => Some(detail),
+            _ => None,
+        };
+        state.mode = Mode::Confirm(Confirm::Cancel { id: d.id, label: label(&d), over });
     }
 }
 
@@ -836,7 +852,13 @@ fn find_match(state: &mut AppState, forward: bool) {
         .map(|(i, _)| logs.first + i as u64)
         .collect();
     if hits.is_empty() {
-        return flash(state, format!("no match for '{}'", crate::text::clean(&query)), true);
+        let partial = logs.first > 0 || logs.skipped_bytes > 0;
+        let scope = if partial {
+            format!(" in the last {} lines (tds logs ID shows all)", logs.lines.len())
+        } else {
+            String::new()
+        };
+        return flash(state, format!("no match for '{}'{scope}", crate::text::clean(&query)), true);
     }
     let found = if forward {
         hits.iter().find(|&&n| n > current).or(hits.first())
@@ -859,16 +881,20 @@ fn new_form(state: &mut AppState) {
 }
 
 fn answer(state: &mut AppState, yes: bool, fx: &mut Vec<Effect>) {
-    let Mode::Confirm(confirm) = &state.mode else { return };
-    let confirm = confirm.clone();
-    state.mode = Mode::Normal;
+    let Mode::Confirm(confirm) = std::mem::take(&mut state.mode) else { return };
     match (confirm, yes) {
-        (Confirm::Cancel { id, label }, true) => {
-            flash(state, format!("cancelling {label}…"), false);
-            fx.push(Effect::Cancel(id));
+        (Confirm::Cancel { id, label, over }, yes) => {
+            if let Some(detail) = over {
+                state.mode = Mode::Detail(detail);
+            }
+            if yes {
+                flash(state, format!("cancelling {label}…"), false);
+                fx.push(Effect::Cancel(id));
+            } else {
+                flash(state, "not cancelled".into(), false);
+            }
         }
         (Confirm::Quit, true) => state.quit = true,
-        (Confirm::Cancel { .. }, false) => flash(state, "not cancelled".into(), false),
         (Confirm::Quit, false) => {}
     }
 }
@@ -926,6 +952,7 @@ fn input(state: &mut AppState, request: InputRequest, fx: &mut Vec<Effect>) {
                 FormField::Artifact => {
                     if form.artifact.handle(request).is_some_and(|c| c.value) {
                         form.cycle = None;
+                        form.tab_pending = false;
                         fx.push(Effect::CheckPath(form.artifact.value().to_owned()));
                     }
                 }
@@ -959,8 +986,12 @@ fn form_tab(state: &mut AppState, fx: &mut Vec<Effect>) {
         return;
     }
     form.cycle = None;
-    let fresh = form.check.input == value;
-    if fresh && !matches!(form.check.status, PathStatus::File(_)) {
+    if form.check.input != value {
+        // The check of what was just typed is on its way; it completes when it arrives.
+        form.tab_pending = true;
+        return;
+    }
+    if !matches!(form.check.status, PathStatus::File(_)) {
         if let Some(extra) = form.check.completion.clone().filter(|c| !c.is_empty()) {
             let next = format!("{value}{extra}");
             form.artifact = Input::new(next.clone());
@@ -1272,6 +1303,97 @@ mod tests {
         assert_eq!(s.queue.selected, 0);
         update(&mut s, Action::ForceQuit);
         assert!(s.quit);
+    }
+
+    /// Found by a dashboard trial: after a resize to 1x1 and back, the environments pane showed
+    /// only its selected last row above empty space, and the queue had scrolled to its selection.
+    #[test]
+    fn a_shrink_below_the_minimum_and_back_keeps_the_panes_as_they_were() {
+        let utc = FixedOffset::east_opt(0).expect("utc");
+        let mut s = AppState::new("t", None, utc, fixtures::t0());
+        let (ds, envs) = fixtures::many(40, 3);
+        update(&mut s, Action::Resize { width: 120, height: 36 });
+        update(
+            &mut s,
+            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
+        );
+        update(&mut s, Action::Settle);
+        for _ in 0..6 {
+            update(&mut s, Action::Down);
+        }
+        update(&mut s, Action::Focus(Pane::Environments));
+        update(&mut s, Action::Bottom);
+        let before = (s.queue.offset, s.envs.offset, s.envs.selected);
+        assert_eq!(before, (0, 0, 2));
+        update(&mut s, Action::Resize { width: 1, height: 1 });
+        update(&mut s, Action::Settle);
+        update(&mut s, Action::Resize { width: 120, height: 36 });
+        update(&mut s, Action::Settle);
+        assert_eq!((s.queue.offset, s.envs.offset, s.envs.selected), before);
+    }
+
+    /// Found by a dashboard trial: `c` in the detail view, answered, left the detail view.
+    #[test]
+    fn a_cancel_asked_over_the_detail_view_comes_back_to_it() {
+        let utc = FixedOffset::east_opt(0).expect("utc");
+        let mut s = AppState::new("t", None, utc, fixtures::t0());
+        let (ds, envs) = fixtures::many(20, 2);
+        update(&mut s, Action::Resize { width: 100, height: 30 });
+        update(
+            &mut s,
+            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
+        );
+        update(&mut s, Action::Settle);
+        update(&mut s, Action::Open);
+        let Mode::Detail(d) = &s.mode else { panic!("no detail: {:?}", s.mode) };
+        let id = d.id;
+        for (answer, expect) in
+            [(Action::Answer(false), vec![]), (Action::Back, vec![]), (Action::Answer(true), vec![Effect::Cancel(id)])]
+        {
+            update(&mut s, Action::Cancel);
+            assert!(matches!(s.mode, Mode::Confirm(Confirm::Cancel { over: Some(_), .. })), "{:?}", s.mode);
+            let fx = update(&mut s, answer);
+            assert!(matches!(&s.mode, Mode::Detail(d) if d.id == id), "{:?}", s.mode);
+            assert_eq!(fx, expect);
+        }
+    }
+
+    /// Found by a dashboard trial: "ne" and Tab sent at once moved to the Version field, since
+    /// the path check of "ne" had not arrived; Tab now waits for it and completes.
+    #[test]
+    fn tab_typed_before_the_path_check_arrives_still_completes() {
+        let dir = tempfile::tempdir().expect("dir");
+        std::fs::create_dir(dir.path().join("newdir_x")).expect("mkdir");
+        let utc = FixedOffset::east_opt(0).expect("utc");
+        let mut s = AppState::new("t", None, utc, fixtures::t0());
+        let (_, envs) = fixtures::many(1, 2);
+        update(&mut s, Action::Resize { width: 100, height: 30 });
+        update(
+            &mut s,
+            Action::Snapshot(Box::new(tds_core::Snapshot {
+                deployments: vec![],
+                environments: envs,
+                last_event_id: 0,
+            })),
+        );
+        update(&mut s, Action::New);
+        update(&mut s, Action::FormNext);
+        let typed = format!("{}/ne", dir.path().display());
+        let mut checks = Vec::new();
+        for c in typed.chars() {
+            checks.extend(update(&mut s, Action::Input(InputRequest::InsertChar(c))));
+        }
+        update(&mut s, Action::FormTab);
+        let Mode::Form(f) = &s.mode else { panic!("form closed") };
+        assert_eq!(f.field, FormField::Artifact, "Tab waits for the check");
+        // The checks come back in order, as the loop runs them.
+        for effect in checks {
+            let Effect::CheckPath(input) = effect else { continue };
+            update(&mut s, Action::PathChecked(crate::paths::check(&input, dir.path(), None)));
+        }
+        let Mode::Form(f) = &s.mode else { panic!("form closed") };
+        assert_eq!(f.artifact.value(), format!("{}/newdir_x/", dir.path().display()));
+        assert_eq!(f.field, FormField::Artifact);
     }
 
     /// Found by a dashboard trial: `G` or many `j` scrolled the help past its end to an empty

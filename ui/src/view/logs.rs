@@ -133,11 +133,17 @@ pub fn render(state: &AppState, area: Rect, frame: &mut Frame) {
         lines.push(Line::styled(text, theme::dim()));
     }
     let start = if logs.follow { tail_top(logs, area) } else { logs.top.clamp(logs.first, logs.end()) };
-    if start == logs.first && logs.skipped_bytes > 0 && !logs.lines.is_empty() {
-        lines.push(Line::styled(
-            format!("… {} KiB earlier in the file not loaded (tds logs ID shows all)", logs.skipped_bytes / 1024),
-            theme::dim(),
-        ));
+    if start == logs.first && !logs.lines.is_empty() {
+        // The pane keeps the last LOG_RING lines; say what lies before them.
+        let earlier = match (logs.skipped_bytes, logs.first) {
+            (0, 0) => None,
+            (0, n) => Some(format!("{n} earlier line{}", if n == 1 { "" } else { "s" })),
+            (b, 0) => Some(format!("{} KiB earlier in the file", b / 1024)),
+            (b, n) => Some(format!("{} KiB and {n} lines earlier", b / 1024)),
+        };
+        if let Some(earlier) = earlier {
+            lines.push(Line::styled(format!("… {earlier} not kept here (tds logs ID shows all)"), theme::dim()));
+        }
     }
     let width = text_width(area);
     let needle = logs.search.as_ref().map(|s| s.to_lowercase());

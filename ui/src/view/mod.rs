@@ -23,7 +23,7 @@ use ratatui::style::Style;
 use ratatui::text::Line;
 use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 
-use crate::state::{AppState, Mode, Pane};
+use crate::state::{AppState, Confirm, Mode, Pane};
 use crate::theme;
 
 /// Below this size the dashboard shows a notice instead of the panes (case C08).
@@ -147,7 +147,7 @@ pub fn render(state: &AppState, frame: &mut Frame) {
         return;
     }
     header::render(state, a.header, frame);
-    if let Mode::Detail(detail) = &state.mode {
+    if let Mode::Detail(detail) | Mode::Confirm(Confirm::Cancel { over: Some(detail), .. }) = &state.mode {
         detail::render(state, detail, a.body, frame);
     } else if let Mode::Metrics(m) = &state.mode {
         metrics::render(state, m, a.body, frame);

@@ -344,3 +344,28 @@ fn mouse_clicks_select_and_the_wheel_scrolls_the_pane_under_it() {
     keys(&mut s, [Action::Focus(Pane::Logs), Action::Bottom]);
     assert!(s.logs.follow, "G follows the end again");
 }
+
+/// Found by a dashboard trial: the pane keeps the last `LOG_RING` lines and `g` showed the
+/// first kept one as if it were the start; a search said "no match" for older text.
+#[test]
+fn the_log_pane_says_what_it_no_longer_holds() {
+    let mut s = busy(100, 30);
+    let target = s.logs.target.expect("target");
+    let template = fixtures::log_lines().pop().expect("a line");
+    let lines: Vec<_> = (0..crate::state::LOG_RING + 250)
+        .map(|i| {
+            let mut l = template.clone();
+            l.text = format!("line {i}");
+            l
+        })
+        .collect();
+    keys(&mut s, [Action::Log(Box::new(LogChunk { target, reset: true, lines, skipped_bytes: 0, error: None }))]);
+    keys(&mut s, [Action::Focus(Pane::Logs), Action::Top]);
+    let text = text_of(draw(&s).backend().buffer());
+    assert!(text.contains("… 250 earlier lines not kept here (tds logs ID shows all)"), "{text}");
+    assert!(text.contains("line 250"), "{text}");
+    s.logs.search = Some("line 3 ".into());
+    keys(&mut s, [Action::NextMatch]);
+    let flash = s.flash.as_ref().map(|f| f.text.clone()).unwrap_or_default();
+    assert!(flash.contains("in the last 5000 lines"), "{flash}");
+}
