@@ -399,6 +399,7 @@ steps = [{ name = "install", run = "seq 1 60000; echo the-end" }]
     ui.press(KeyCode::Enter);
     ui.see("the-end").await;
     ui.keys("g");
-    ui.see("earlier in the file not loaded").await;
+    ui.see("earlier").await;
+    ui.see("not kept here (tds logs ID shows all)").await;
     ui.stop().await.expect("clean exit");
 }
