@@ -593,7 +593,11 @@ impl OrchestratorHandle {
             phase: None,
             message: Some(message),
         };
-        self.inner.shared.persist.commit(vec![Write::Transition(transition)], Vec::new()).await?;
+        // `current` has moved already: a failure to record it (the store shutting down) is
+        // logged, not reported as a failed rollback that a client would repeat.
+        if let Err(e) = self.inner.shared.persist.commit(vec![Write::Transition(transition)], Vec::new()).await {
+            tracing::warn!(%id, error = %e, "manual rollback done but not recorded in the timeline");
+        }
         Ok((view, restored))
     }
 

@@ -36,6 +36,10 @@ fn map_key(state: &AppState, event: &Event, key: KeyEvent) -> Option<Action> {
     if ctrl && matches!(key.code, KeyCode::Char('c' | 'C')) {
         return Some(Action::ForceQuit);
     }
+    if crate::view::areas_of(state).too_small {
+        // Only the notice is drawn; it offers `q`, whatever mode is hidden behind it.
+        return (key.code == KeyCode::Char('q')).then_some(Action::Quit);
+    }
     match &state.mode {
         Mode::Normal => normal(state, key, ctrl),
         Mode::Help { .. } => match key.code {

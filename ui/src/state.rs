@@ -277,9 +277,11 @@ pub struct FormState {
     pub submitting: bool,
     /// `Tab` cycling through ambiguous completions: folder part, choices, current one.
     pub cycle: Option<(String, Vec<String>, usize)>,
-    /// `Tab` came before the check of the typed path: complete when that check arrives (keys
-    /// typed quickly, or pasted with the Tab, must complete as if typed slowly).
+    /// `Tab` came before the check of the typed path: it completes (or moves on) when that
+    /// check arrives, and the form keys typed meanwhile wait in `typed_ahead` and are replayed
+    /// after it, so that keys typed quickly act as if typed slowly.
     pub tab_pending: bool,
+    pub typed_ahead: Vec<crate::action::Action>,
 }
 
 /// The detail view (`Enter`): one deployment with attempts and timeline.
@@ -348,6 +350,25 @@ pub enum Mode {
     Form(Box<FormState>),
     Prompt(Prompt),
     Confirm(Confirm),
+}
+
+impl Mode {
+    /// The detail view, shown or under a cancel question asked over it (it keeps loading and
+    /// refreshing there, and keys act on its deployment).
+    pub fn detail(&self) -> Option<&DetailState> {
+        match self {
+            Mode::Detail(d) | Mode::Confirm(Confirm::Cancel { over: Some(d), .. }) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// [`Mode::detail`], to change.
+    pub fn detail_mut(&mut self) -> Option<&mut DetailState> {
+        match self {
+            Mode::Detail(d) | Mode::Confirm(Confirm::Cancel { over: Some(d), .. }) => Some(d),
+            _ => None,
+        }
+    }
 }
 
 /// A short message in the footer: the answer to an action.

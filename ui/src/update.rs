@@ -40,9 +40,31 @@ const MAX_LIMIT: u32 = 1000;
 /// Applies one action; returns what the loop must do next.
 pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
     let mut fx = Vec::new();
-    if areas_of(state).too_small && acts_unseen(&action) {
+    if areas_of(state).too_small {
         // Below the minimum size only the notice is drawn: a key must not cancel, retry or
-        // reprioritize a selection the operator cannot see. Quitting still works.
+        // reprioritize a selection the operator cannot see. `q` quits at once, as the notice
+        // says: a question could not be seen either.
+        if matches!(action, Action::Quit) {
+            state.quit = true;
+            return fx;
+        }
+        if acts_unseen(&action) {
+            return fx;
+        }
+    }
+    if let Mode::Form(form) = &mut state.mode
+        && form.tab_pending
+        && matches!(
+            action,
+            Action::Input(_)
+                | Action::Paste(_)
+                | Action::FormTab
+                | Action::FormNext
+                | Action::FormPrev
+                | Action::Submit
+        )
+    {
+        form.typed_ahead.push(action);
         return fx;
     }
     match action {
@@ -213,7 +235,7 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
         Action::Failed(text) => flash(state, text, true),
         Action::Submitted(result) => submitted(state, result),
         Action::DetailLoaded(id, result) => {
-            if let Mode::Detail(d) = &mut state.mode
+            if let Some(d) = state.mode.detail_mut()
                 && d.id == id
             {
                 d.loading = false;
@@ -249,7 +271,11 @@ pub fn update(state: &mut AppState, action: Action) -> Vec<Effect> {
             {
                 f.check = check;
                 if std::mem::take(&mut f.tab_pending) {
+                    let typed_ahead = std::mem::take(&mut f.typed_ahead);
                     form_tab(state, &mut fx);
+                    for action in typed_ahead {
+                        fx.extend(update(state, action));
+                    }
                 }
             }
         }
@@ -316,7 +342,7 @@ fn deployment_changed(state: &mut AppState, view: Arc<DeploymentView>, fx: &mut 
         patch_rows(state, old.as_deref(), &view);
     }
     state.deployments.insert(id, view);
-    if let Mode::Detail(d) = &mut state.mode
+    if let Some(d) = state.mode.detail_mut()
         && d.id == id
     {
         if d.loading {
@@ -490,9 +516,9 @@ fn keep_visible(state: &mut AppState) {
 }
 
 fn sync_log_target(state: &mut AppState) {
-    let selected = match &state.mode {
-        Mode::Detail(d) => state.find(d.id).cloned(),
-        _ => state.selected().cloned(),
+    let selected = match state.mode.detail() {
+        Some(d) => state.find(d.id).cloned(),
+        None => state.selected().cloned(),
     };
     let logs = &mut state.logs;
     if selected.as_ref().map(|d| d.id) != logs.target.map(|t| t.id) {
@@ -737,9 +763,9 @@ fn set_filter(state: &mut AppState, text: String) {
 
 /// The deployment that keys act on: the detail view's, else the queue's selection.
 fn subject(state: &AppState) -> Option<Arc<DeploymentView>> {
-    match &state.mode {
-        Mode::Detail(d) => state.find(d.id).cloned(),
-        _ => state.selected().cloned(),
+    match state.mode.detail() {
+        Some(d) => state.find(d.id).cloned(),
+        None => state.selected().cloned(),
     }
 }
 
@@ -952,7 +978,6 @@ fn input(state: &mut AppState, request: InputRequest, fx: &mut Vec<Effect>) {
                 FormField::Artifact => {
                     if form.artifact.handle(request).is_some_and(|c| c.value) {
                         form.cycle = None;
-                        form.tab_pending = false;
                         fx.push(Effect::CheckPath(form.artifact.value().to_owned()));
                     }
                 }
@@ -1301,7 +1326,15 @@ mod tests {
             assert!(fx.is_empty() && matches!(s.mode, Mode::Normal), "{action:?} acted: {fx:?} {:?}", s.mode);
         }
         assert_eq!(s.queue.selected, 0);
-        update(&mut s, Action::ForceQuit);
+        // `q` quits at once from whatever mode hides behind the notice (a question about
+        // running deployments could not be seen).
+        s.mode = Mode::Help { scroll: 0 };
+        let q = ratatui::crossterm::event::Event::Key(ratatui::crossterm::event::KeyEvent::from(
+            ratatui::crossterm::event::KeyCode::Char('q'),
+        ));
+        let action = crate::keys::map(&s, &q).expect("q means something");
+        assert!(matches!(action, Action::Quit), "{action:?}");
+        update(&mut s, action);
         assert!(s.quit);
     }
 
@@ -1352,6 +1385,10 @@ mod tests {
         {
             update(&mut s, Action::Cancel);
             assert!(matches!(s.mode, Mode::Confirm(Confirm::Cancel { over: Some(_), .. })), "{:?}", s.mode);
+            // The detail keeps loading under the question: an answer arriving now is not lost
+            // (it was, and the view then never refreshed again).
+            update(&mut s, Action::DetailLoaded(id, Err("store busy".into())));
+            assert!(s.mode.detail().is_some_and(|d| !d.loading && d.error.is_some()), "{:?}", s.mode);
             let fx = update(&mut s, answer);
             assert!(matches!(&s.mode, Mode::Detail(d) if d.id == id), "{:?}", s.mode);
             assert_eq!(fx, expect);
@@ -1394,6 +1431,26 @@ mod tests {
         let Mode::Form(f) = &s.mode else { panic!("form closed") };
         assert_eq!(f.artifact.value(), format!("{}/newdir_x/", dir.path().display()));
         assert_eq!(f.field, FormField::Artifact);
+
+        // Typed ahead after Tab: a whole file path, Tab, then the version, all before any
+        // check came back. As if typed slowly: the version lands in Version.
+        std::fs::write(dir.path().join("newdir_x/app.tar.gz"), b"x").expect("file");
+        let mut checks = Vec::new();
+        for c in "app.tar.gz".chars() {
+            checks.extend(update(&mut s, Action::Input(InputRequest::InsertChar(c))));
+        }
+        checks.extend(update(&mut s, Action::FormTab));
+        for c in "1.2.3".chars() {
+            checks.extend(update(&mut s, Action::Input(InputRequest::InsertChar(c))));
+        }
+        for effect in checks {
+            let Effect::CheckPath(input) = effect else { continue };
+            update(&mut s, Action::PathChecked(crate::paths::check(&input, dir.path(), None)));
+        }
+        let Mode::Form(f) = &s.mode else { panic!("form closed") };
+        assert_eq!(f.artifact.value(), format!("{}/newdir_x/app.tar.gz", dir.path().display()));
+        assert_eq!((f.field, f.version.value()), (FormField::Version, "1.2.3"));
+        assert!(!f.tab_pending && f.typed_ahead.is_empty());
     }
 
     /// Found by a dashboard trial: `G` or many `j` scrolled the help past its end to an empty

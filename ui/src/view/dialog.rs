@@ -16,6 +16,7 @@ pub fn render_confirm(state: &AppState, confirm: &Confirm, body: Rect, frame: &m
             " Cancel deployment ",
             format!("Cancel {label}? A running one is stopped and rolled back; it will not retry by itself."),
         ),
+        Confirm::Quit if state.running() == 0 => (" Quit ", "No deployment is running any more. Quit?".to_owned()),
         Confirm::Quit => {
             let running = match state.running() {
                 1 => "1 deployment is running".to_owned(),

@@ -23,7 +23,7 @@ use ratatui::style::Style;
 use ratatui::text::Line;
 use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 
-use crate::state::{AppState, Confirm, Mode, Pane};
+use crate::state::{AppState, Mode, Pane};
 use crate::theme;
 
 /// Below this size the dashboard shows a notice instead of the panes (case C08).
@@ -147,7 +147,7 @@ pub fn render(state: &AppState, frame: &mut Frame) {
         return;
     }
     header::render(state, a.header, frame);
-    if let Mode::Detail(detail) | Mode::Confirm(Confirm::Cancel { over: Some(detail), .. }) = &state.mode {
+    if let Some(detail) = state.mode.detail() {
         detail::render(state, detail, a.body, frame);
     } else if let Mode::Metrics(m) = &state.mode {
         metrics::render(state, m, a.body, frame);
@@ -174,7 +174,7 @@ fn too_small(area: Rect, frame: &mut Frame) {
     let lines = vec![
         Line::styled("Terminal too small", theme::warn()),
         Line::from(format!("need {MIN_WIDTH}x{MIN_HEIGHT}, have {}x{}", area.width, area.height)),
-        Line::styled("enlarge it, or q to quit", theme::dim()),
+        Line::styled("enlarge it, or q to quit (stops running deployments)", theme::dim()),
     ];
     let top = area.height.saturating_sub(3) / 2;
     let inner = Rect { y: area.y + top, height: area.height.saturating_sub(top), ..area };
