@@ -25,6 +25,7 @@ where
     F: FnOnce(tds_core::OrchestratorHandle) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
+    let data_dir = dir.join("data");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
         rt.block_on(async move {
@@ -35,6 +36,13 @@ where
     })
     .join()
     .expect("crash thread");
+    // A dead process releases the data folder's lock at once; here its last blocking threads
+    // (the store writer) let go of it a moment after the runtime is dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while tds_core::check_data_dir_free(&data_dir).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the crashed instance never released the data folder");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn pid_alive(pid: i32) -> bool {
