@@ -1218,6 +1218,17 @@ mod tests {
         state.queue.rows.iter().map(|d| d.id).collect()
     }
 
+    /// A settled dashboard of `width` x `height` showing `fixtures::many(n, envs)`.
+    fn dashboard(n: u64, envs: usize, width: u16, height: u16) -> AppState {
+        let utc = FixedOffset::east_opt(0).expect("utc");
+        let mut s = AppState::new("t", None, utc, fixtures::t0());
+        let (deployments, environments) = fixtures::many(n, envs);
+        update(&mut s, Action::Resize { width, height });
+        update(&mut s, Action::Snapshot(Box::new(tds_core::Snapshot { deployments, environments, last_event_id: 0 })));
+        update(&mut s, Action::Settle);
+        s
+    }
+
     /// Patching the sorted rows event by event gives exactly the rows a full rebuild gives,
     /// with and without a filter and the finished toggle.
     #[test]
@@ -1282,15 +1293,7 @@ mod tests {
     /// a row, the selection follows that deployment.
     #[test]
     fn the_selection_follows_the_chosen_deployment_also_on_the_first_row() {
-        let utc = FixedOffset::east_opt(0).expect("utc");
-        let mut s = AppState::new("t", None, utc, fixtures::t0());
-        let (ds, envs) = fixtures::many(60, 5);
-        update(&mut s, Action::Resize { width: 100, height: 30 });
-        update(
-            &mut s,
-            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
-        );
-        update(&mut s, Action::Settle);
+        let mut s = dashboard(60, 5, 100, 30);
         update(&mut s, Action::Down);
         update(&mut s, Action::Top);
         update(&mut s, Action::Settle);
@@ -1309,15 +1312,7 @@ mod tests {
     /// selection. Below the minimum size only quitting works.
     #[test]
     fn keys_other_than_quit_do_nothing_below_the_minimum_size() {
-        let utc = FixedOffset::east_opt(0).expect("utc");
-        let mut s = AppState::new("t", None, utc, fixtures::t0());
-        let (ds, envs) = fixtures::many(20, 2);
-        update(&mut s, Action::Resize { width: 100, height: 30 });
-        update(
-            &mut s,
-            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
-        );
-        update(&mut s, Action::Settle);
+        let mut s = dashboard(20, 2, 100, 30);
         update(&mut s, Action::Resize { width: 3, height: 3 });
         for action in
             [Action::Cancel, Action::Retry, Action::PriorityUp, Action::PriorityDown, Action::New, Action::Down]
@@ -1342,15 +1337,7 @@ mod tests {
     /// only its selected last row above empty space, and the queue had scrolled to its selection.
     #[test]
     fn a_shrink_below_the_minimum_and_back_keeps_the_panes_as_they_were() {
-        let utc = FixedOffset::east_opt(0).expect("utc");
-        let mut s = AppState::new("t", None, utc, fixtures::t0());
-        let (ds, envs) = fixtures::many(40, 3);
-        update(&mut s, Action::Resize { width: 120, height: 36 });
-        update(
-            &mut s,
-            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
-        );
-        update(&mut s, Action::Settle);
+        let mut s = dashboard(40, 3, 120, 36);
         for _ in 0..6 {
             update(&mut s, Action::Down);
         }
@@ -1368,15 +1355,7 @@ mod tests {
     /// Found by a dashboard trial: `c` in the detail view, answered, left the detail view.
     #[test]
     fn a_cancel_asked_over_the_detail_view_comes_back_to_it() {
-        let utc = FixedOffset::east_opt(0).expect("utc");
-        let mut s = AppState::new("t", None, utc, fixtures::t0());
-        let (ds, envs) = fixtures::many(20, 2);
-        update(&mut s, Action::Resize { width: 100, height: 30 });
-        update(
-            &mut s,
-            Action::Snapshot(Box::new(tds_core::Snapshot { deployments: ds, environments: envs, last_event_id: 0 })),
-        );
-        update(&mut s, Action::Settle);
+        let mut s = dashboard(20, 2, 100, 30);
         update(&mut s, Action::Open);
         let Mode::Detail(d) = &s.mode else { panic!("no detail: {:?}", s.mode) };
         let id = d.id;
